@@ -1,0 +1,93 @@
+"""The rule catalog and the other policy data files, read once from the YAML files in this folder."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterator
+
+import yaml
+
+from ..findings import Severity
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One entry of ``catalog.yaml``."""
+
+    id: str
+    """Public, stable id (never renamed)."""
+    scanner: str
+    """Scanner that emits it."""
+    severity: Severity
+    """Default severity."""
+    title: str
+    """Short title."""
+    description: str
+    """What the rule detects and why it matters."""
+    remediation: str
+    """What the user should do."""
+    cwe: str | None
+    """CWE id, e.g. ``CWE-502``."""
+    tags: tuple[str, ...]
+    """Topics, used by compliance mappings and SARIF."""
+    aliases: tuple[str, ...]
+    """Older ids that users may still have in their configuration."""
+
+
+class Catalog:
+    """All rules, by id; aliases resolve to their rule."""
+
+    def __init__(self, rules: list[Rule]):
+        self._rules = {r.id: r for r in rules}
+        self._aliases = {a: r.id for r in rules for a in r.aliases}
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(sorted(self._rules.values(), key=lambda r: (r.scanner, r.id)))
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._rules or rule_id in self._aliases
+
+    def canonical(self, rule_id: str) -> str | None:
+        """The current id for ``rule_id`` (itself or the rule it is an alias of), or None when unknown."""
+        if rule_id in self._rules:
+            return rule_id
+        return self._aliases.get(rule_id)
+
+    def __getitem__(self, rule_id: str) -> Rule:
+        canonical = self.canonical(rule_id)
+        if canonical is None:
+            raise KeyError(rule_id)
+        return self._rules[canonical]
+
+    def scanners(self) -> list[str]:
+        return sorted({r.scanner for r in self._rules.values()})
+
+
+def load_data(filename: str) -> Any:
+    """Parse one YAML data file of this package."""
+    text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+_REQUIRED = ("id", "scanner", "severity", "title", "description", "remediation")
+
+
+@functools.lru_cache(maxsize=None)
+def catalog() -> Catalog:
+    """The rule catalog (parsed once per process)."""
+    rules = []
+    for entry in load_data("catalog.yaml")["rules"]:
+        missing = [k for k in _REQUIRED if not entry.get(k)]
+        if missing:
+            raise ValueError(f"catalog.yaml: rule {entry.get('id')!r} lacks {', '.join(missing)}")
+        rules.append(Rule(
+            id=entry["id"], scanner=entry["scanner"], severity=Severity.parse(entry["severity"]),
+            title=entry["title"].strip(), description=" ".join(entry["description"].split()),
+            remediation=" ".join(entry["remediation"].split()), cwe=entry.get("cwe"),
+            tags=tuple(entry.get("tags") or ()), aliases=tuple(entry.get("aliases") or ()),
+        ))
+    return Catalog(rules)
