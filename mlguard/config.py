@@ -14,7 +14,7 @@ from .policy import MODES, Policy
 from .rules import catalog
 
 CONFIG_NAMES = (".ml-guard.yml", ".ml-guard.yaml")
-DEFAULT_EXCLUDE = (".git/**", ".hg/**", ".svn/**", "**/__pycache__/**", "**/node_modules/**")
+DEFAULT_EXCLUDE = ("**/.git/**", "**/.hg/**", "**/.svn/**", "**/__pycache__/**", "**/node_modules/**")
 DEFAULT_MAX_FILE_SIZE = 64 << 30
 _TOP_KEYS = ("fail_on", "include", "exclude", "scanners", "rules", "runtime", "trusted_sha256", "max_file_size")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)

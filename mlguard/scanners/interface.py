@@ -16,7 +16,7 @@ import mmap
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
-from ..findings import Finding, Location, fingerprint
+from ..findings import Finding, Location, ScanError, fingerprint
 from ..policy import Policy
 from ..rules import Catalog
 from ..sniff import Sniffed
@@ -96,29 +96,33 @@ class ScanContext:
         self._scan_nested = scan_nested
         self.decompressed_bytes = 0
         """Bytes taken out of containers so far for this top-level file (bounded by the archive scanner)."""
+        self.errors: list[ScanError] = []
+        """Internal failures met while scanning this file."""
 
     def options(self, scanner: "Scanner") -> Mapping[str, Any]:
         """The scanner's configuration: defaults overlaid with ``.ml-guard.yml``."""
         given = self.policy.scanner_options.get(scanner.name, {})
         return {key: given.get(key, opt.default) for key, opt in scanner.options.items()}
 
-    def finding(self, artifact: Artifact, rule_id: str, message: str, *, offset: int | None = None,
+    def finding(self, where: Artifact | str, rule_id: str, message: str, *, offset: int | None = None,
                 line: int | None = None, column: int | None = None, snippet: str | None = None,
                 evidence: Mapping[str, Any] | None = None, key: str = "") -> Finding | None:
         """Make a finding for ``rule_id`` with the policy's severity; None when the policy disables the rule.
 
+        ``where`` is the artifact, or just a display path for files that could not be opened.
+
         ``key`` distinguishes findings of one rule in one file for the fingerprint (e.g. ``os.system``);
         leave it empty when there is one finding of the rule per file.
         """
+        path, member = (where, None) if isinstance(where, str) else (where.path, where.member)
         rule = self.catalog[rule_id]
         severity = self.policy.severity_of(rule)
         if severity is None:
             return None
         return Finding(
-            rule_id=rule.id, severity=severity, scanner=rule.scanner, message=message, path=artifact.path,
-            location=Location(line=line, column=column, offset=offset, member=artifact.member),
-            snippet=snippet, evidence=dict(evidence or {}),
-            fingerprint=fingerprint(rule.id, artifact.path, artifact.member, key),
+            rule_id=rule.id, severity=severity, scanner=rule.scanner, message=message, path=path,
+            location=Location(line=line, column=column, offset=offset, member=member),
+            snippet=snippet, evidence=dict(evidence or {}), fingerprint=fingerprint(rule.id, path, member, key),
         )
 
     def scan_nested(self, child: Artifact) -> list[Finding]:

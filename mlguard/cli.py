@@ -1,0 +1,174 @@
+"""The ``ml-guard`` command line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from . import __version__, engine
+from .config import Config, ConfigError
+from .findings import ScanResult, Severity
+from .report import REPORTERS
+from .report.interface import RenderOptions
+from .rules import catalog
+from .scan import scan_tree
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+SEVERITY_NAMES = [s.value for s in Severity]
+
+
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"ml-guard {__version__} (engine: {engine.engine_status()})")
+        ctx.exit(EXIT_OK)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and which scanning engine runs, then exit.")
+def main() -> None:
+    """ML Guard: find malicious or broken ML artifacts before anyone loads them.
+
+    \b
+    Exit codes: 0 nothing at or above --fail-on, 1 at least one finding at or
+    above it, 2 usage or configuration error.
+    """
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so readers never see a half-written report."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class _Progress:
+    """A progress bar on stderr, created on the first update of a scan with enough files."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if total < 20:
+                return
+            self._bar = click.progressbar(length=total, label="Scanning", file=sys.stderr, show_pos=True)
+            self._bar.__enter__()
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def _merge(results: list[ScanResult], roots: tuple[str, ...]) -> ScanResult:
+    """One result for several roots; paths are prefixed with their root so they stay distinct."""
+    if len(results) == 1:
+        return results[0]
+    findings = []
+    for root, result in zip(roots, results):
+        prefix = root if os.path.isdir(root) else os.path.dirname(root)
+        findings += [replace(f, path=os.path.join(prefix, f.path).replace(os.sep, "/")) for f in result.findings]
+    return ScanResult(root=" ".join(roots), findings=tuple(findings),
+                      files_scanned=sum(r.files_scanned for r in results),
+                      duration_seconds=round(sum(r.duration_seconds for r in results), 3),
+                      errors=tuple(e for r in results for e in r.errors), engine=results[0].engine)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(sorted(REPORTERS)), default="text", show_default=True,
+              help="Output format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@click.option("--fail-on", type=click.Choice(SEVERITY_NAMES, case_sensitive=False),
+              help="Exit 1 when a finding is at or above this severity [config fail_on, default high].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Configuration file [default: .ml-guard.yml at the scanned path].")
+@click.option("--scanners", help="Comma-separated scanners to run (see `ml-guard rules`).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Scan only paths matching GLOB (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Files scanned in parallel [default: CPU count].")
+@click.option("--no-color", is_flag=True, help="Never colour the output (also: NO_COLOR=1).")
+@click.option("-q", "--quiet", is_flag=True, help="No banner and no progress bar.")
+def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, no_color, quiet) -> None:
+    """Scan files or folders for malicious or broken ML artifacts."""
+    results = []
+    progress = _Progress() if sys.stderr.isatty() and not quiet else None
+    try:
+        for path in paths:
+            config = Config.load(config_path) if config_path else Config.discover(path)
+            config = config.with_overrides(fail_on=fail_on, exclude=exclude, include=include,
+                                           scanners=scanners.split(",") if scanners else None)
+            results.append(scan_tree(path, config, jobs=jobs, progress=progress))
+    except ConfigError as exc:
+        _fail(str(exc))
+    finally:
+        if progress:
+            progress.close()
+    result = _merge(results, paths)
+    color = (output is None and not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty())
+    text = REPORTERS[fmt].render(result, RenderOptions(color=color, quiet=quiet))
+    if output:
+        _write_atomically(output, text)
+        if not quiet:
+            click.echo(f"Report written to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(EXIT_FINDINGS if result.fails(config.policy.fail_on) else EXIT_OK)
+
+
+@main.command("rules")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def rules_command(fmt: str) -> None:
+    """List every rule with its default severity."""
+    cat = catalog()
+    if fmt == "json":
+        click.echo(json.dumps([{"id": r.id, "scanner": r.scanner, "severity": r.severity.value, "title": r.title,
+                                "cwe": r.cwe, "tags": list(r.tags), "aliases": list(r.aliases)} for r in cat],
+                              indent=2))
+        return
+    width = max(len(r.id) for r in cat)
+    for r in cat:
+        click.echo(f"{r.id:<{width}}  {r.severity.value:<8}  {r.scanner:<8}  {r.title}")
+
+
+@main.command()
+@click.argument("rule_id")
+def explain(rule_id: str) -> None:
+    """Explain one rule: what it detects, why it matters, what to do."""
+    cat = catalog()
+    if rule_id not in cat:
+        _fail(f"unknown rule {rule_id!r}; list them with `ml-guard rules`")
+    r = cat[rule_id]
+    click.echo(f"{r.id} — {r.title}")
+    click.echo(f"scanner: {r.scanner}   default severity: {r.severity.value}" + (f"   {r.cwe}" if r.cwe else ""))
+    if r.aliases:
+        click.echo(f"also accepted as: {', '.join(r.aliases)}")
+    click.echo(f"\n{r.description}\n\nRemediation: {r.remediation}")
+    click.echo(f"\nOverride in .ml-guard.yml:\n  rules:\n    {r.id}: {{severity: low}}   # or {{disabled: true}}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def demo(directory: str) -> None:
+    """Write a small demo project with planted problems into DIRECTORY."""
+    from .demo import write_demo
+
+    files = write_demo(directory)
+    click.echo(f"Wrote {len(files)} files to {directory}. Now run:  ml-guard scan {directory}")
