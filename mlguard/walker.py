@@ -83,38 +83,48 @@ def walk(root: str, *, include: Iterable[str] = (), exclude: Iterable[str] = (),
         yield from _file(root, os.path.basename(root) or root, None, max_file_size)
         return
     real_root = os.path.realpath(root)
-    stack = [("", root)]
+    stack = [_listing("", root)]
     while stack:
-        rel_dir, path = stack.pop()
-        try:
-            with os.scandir(path) as it:
-                children = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            yield Skipped(rel_dir or ".", "file-unreadable", f"cannot list folder: {exc.strerror or exc}")
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
             continue
-        subdirs = []
-        for child in children:
-            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
-            try:
-                is_link = child.is_symlink()
-                is_dir = child.is_dir(follow_symlinks=False)
-            except OSError:
-                is_link, is_dir = False, False
-            if is_dir:
-                if not _dir_excluded(rel, exclude):
-                    subdirs.append((rel, child.path))
+        if isinstance(child, Skipped):
+            yield child
+            continue
+        rel_dir, child = child
+        rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+        try:
+            is_link = child.is_symlink()
+            is_dir = child.is_dir(follow_symlinks=False)
+        except OSError:
+            is_link, is_dir = False, False
+        if is_dir:
+            if not _dir_excluded(rel, exclude):
+                stack.append(_listing(rel, child.path))
+            continue
+        if matches(rel, exclude) or (include and not matches(rel, include)):
+            continue
+        if is_link:
+            target = os.path.realpath(child.path)
+            if not _inside(target, real_root):
+                yield Skipped(rel, "symlink-outside-root", f"symlink to {target} (outside the scanned tree), not followed")
                 continue
-            if matches(rel, exclude) or (include and not matches(rel, include)):
+            if os.path.isdir(target):
                 continue
-            if is_link:
-                target = os.path.realpath(child.path)
-                if not _inside(target, real_root):
-                    yield Skipped(rel, "symlink-outside-root", f"symlink to {target} (outside the scanned tree), not followed")
-                    continue
-                if os.path.isdir(target):
-                    continue
-            yield from _file(child.path, rel, real_root, max_file_size)
-        stack.extend(reversed(subdirs))
+        yield from _file(child.path, rel, real_root, max_file_size)
+
+
+def _listing(rel_dir: str, path: str) -> Iterator:
+    """A folder's entries in name order (paired with the folder's relative path), or why it can't be listed."""
+    try:
+        with os.scandir(path) as it:
+            children = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield Skipped(rel_dir or ".", "file-unreadable", f"cannot list folder: {exc.strerror or exc}")
+        return
+    for child in children:
+        yield rel_dir, child
 
 
 def _file(path: str, rel: str, real_root: str | None, max_file_size: int | None) -> Iterator[Entry | Skipped]:
