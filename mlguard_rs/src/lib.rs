@@ -1,8 +1,291 @@
-//! Python bindings for the ML Guard kernels. Glue only: parsing lives in sibling modules.
-use pyo3::prelude::*;
+//! Python bindings for the ML Guard kernels. Glue only: parsing lives in sibling modules
+//! (plain Rust, unit-tested with `cargo test --no-default-features`); this file converts
+//! types, releases the GIL while a kernel runs and returns plain Python data.
 
-#[pymodule]
-fn mlguard_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
+pub mod pickle;
+
+#[cfg(feature = "python")]
+mod bindings {
+    use crate::pickle::{self, Facts, Text};
+    use pyo3::exceptions::PyValueError;
+    use pyo3::intern;
+    use pyo3::prelude::*;
+    use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+    /// Borrowed bytes of any object that supports the buffer protocol.
+    ///
+    /// `bytes` are read in place. Other objects (bytearray, memoryview, mmap, ...) are read
+    /// through `PyObject_GetBuffer`, declared here because pyo3-ffi only exposes it for the
+    /// 3.11+ limited API while the wheel targets abi3-py39: the function and `Py_buffer`
+    /// layout are the same in every CPython 3 (and are Stable ABI since 3.11). Windows'
+    /// `python3.dll` does not export it before 3.11, so there the data is copied once.
+    enum Input<'py> {
+        Bytes(Bound<'py, PyBytes>),
+        #[cfg(not(windows))]
+        Buffer(raw::Buffer),
+    }
+
+    impl<'py> Input<'py> {
+        fn new(data: &Bound<'py, PyAny>) -> PyResult<Self> {
+            if let Ok(b) = data.cast::<PyBytes>() {
+                return Ok(Input::Bytes(b.clone()));
+            }
+            #[cfg(not(windows))]
+            {
+                raw::Buffer::get(data).map(Input::Buffer)
+            }
+            #[cfg(windows)]
+            {
+                let copied = data.py().get_type::<PyBytes>().call1((data,))?;
+                Ok(Input::Bytes(copied.cast_into::<PyBytes>()?))
+            }
+        }
+
+        fn as_slice(&self) -> &[u8] {
+            match self {
+                Input::Bytes(b) => b.as_bytes(),
+                #[cfg(not(windows))]
+                Input::Buffer(buf) => buf.as_slice(),
+            }
+        }
+    }
+
+    #[cfg(not(windows))]
+    mod raw {
+        use pyo3::ffi;
+        use pyo3::prelude::*;
+        use std::os::raw::{c_char, c_int, c_void};
+
+        #[repr(C)]
+        struct PyBufferView {
+            buf: *mut c_void,
+            obj: *mut ffi::PyObject,
+            len: ffi::Py_ssize_t,
+            itemsize: ffi::Py_ssize_t,
+            readonly: c_int,
+            ndim: c_int,
+            format: *mut c_char,
+            shape: *mut ffi::Py_ssize_t,
+            strides: *mut ffi::Py_ssize_t,
+            suboffsets: *mut ffi::Py_ssize_t,
+            internal: *mut c_void,
+        }
+
+        extern "C" {
+            fn PyObject_GetBuffer(
+                obj: *mut ffi::PyObject,
+                view: *mut PyBufferView,
+                flags: c_int,
+            ) -> c_int;
+            fn PyBuffer_Release(view: *mut PyBufferView);
+        }
+
+        /// PyBUF_SIMPLE: a contiguous, read-only view of the bytes.
+        const PYBUF_SIMPLE: c_int = 0;
+
+        /// An exported buffer, released on drop (the GIL is held whenever this is dropped:
+        /// it never enters a `detach` closure, only the slice does).
+        pub struct Buffer {
+            view: Box<PyBufferView>,
+        }
+
+        impl Buffer {
+            pub fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+                let mut view = Box::new(PyBufferView {
+                    buf: std::ptr::null_mut(),
+                    obj: std::ptr::null_mut(),
+                    len: 0,
+                    itemsize: 0,
+                    readonly: 0,
+                    ndim: 0,
+                    format: std::ptr::null_mut(),
+                    shape: std::ptr::null_mut(),
+                    strides: std::ptr::null_mut(),
+                    suboffsets: std::ptr::null_mut(),
+                    internal: std::ptr::null_mut(),
+                });
+                // SAFETY: `obj` is a live object (GIL held) and `view` points to writable memory
+                // of the Py_buffer layout.
+                let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *view, PYBUF_SIMPLE) };
+                if rc != 0 {
+                    return Err(PyErr::fetch(obj.py()));
+                }
+                Ok(Buffer { view })
+            }
+
+            pub fn as_slice(&self) -> &[u8] {
+                let len = usize::try_from(self.view.len).unwrap_or(0);
+                if len == 0 || self.view.buf.is_null() {
+                    return &[];
+                }
+                // SAFETY: a PyBUF_SIMPLE export is `len` contiguous bytes at `buf`, valid until
+                // PyBuffer_Release (in Drop). The exporter cannot resize while exported; a
+                // concurrent in-place write by another thread to a *writable* buffer can make the
+                // facts inconsistent but cannot make the parser read out of bounds.
+                unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, len) }
+            }
+        }
+
+        impl Drop for Buffer {
+            fn drop(&mut self) {
+                // SAFETY: the view was filled by a successful PyObject_GetBuffer and is released
+                // exactly once; Buffer is !Send and only dropped while attached to Python.
+                unsafe { PyBuffer_Release(&mut *self.view) }
+            }
+        }
+    }
+
+    fn text_to_py<'py>(py: Python<'py>, t: &Text) -> PyResult<Bound<'py, PyAny>> {
+        match t.as_str() {
+            Some(s) => Ok(PyString::new(py, s).into_any()),
+            None => {
+                let b = PyBytes::new(py, t.as_bytes());
+                Ok(
+                    PyString::from_encoded_object(&b, Some(c"utf-8"), Some(c"surrogatepass"))?
+                        .into_any(),
+                )
+            }
+        }
+    }
+
+    fn opname(code: u8) -> &'static str {
+        pickle::opcode_name(code).unwrap_or("?")
+    }
+
+    fn facts_to_py<'py>(py: Python<'py>, f: &Facts) -> PyResult<Bound<'py, PyDict>> {
+        let k_pickle = intern!(py, "pickle");
+        let k_offset = intern!(py, "offset");
+        let k_opcode = intern!(py, "opcode");
+
+        let pickles = PyList::empty(py);
+        for p in &f.pickles {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "index"), p.index)?;
+            d.set_item(intern!(py, "start"), p.start)?;
+            d.set_item(intern!(py, "end"), p.end)?;
+            d.set_item(intern!(py, "frame_end"), p.frame_end)?;
+            d.set_item(intern!(py, "protocol"), p.protocol)?;
+            d.set_item(intern!(py, "opcodes"), p.opcodes)?;
+            d.set_item(intern!(py, "status"), p.status.as_str())?;
+            d.set_item(intern!(py, "error"), p.error.map(|e| e.as_str()))?;
+            d.set_item(intern!(py, "error_offset"), p.error_offset)?;
+            pickles.append(d)?;
+        }
+
+        let globals = PyList::empty(py);
+        for g in &f.globals {
+            let d = PyDict::new(py);
+            d.set_item(k_pickle, g.pickle)?;
+            d.set_item(k_offset, g.offset)?;
+            d.set_item(k_opcode, opname(g.opcode))?;
+            match &g.module {
+                Some(t) => d.set_item(intern!(py, "module"), text_to_py(py, t)?)?,
+                None => d.set_item(intern!(py, "module"), py.None())?,
+            }
+            match &g.name {
+                Some(t) => d.set_item(intern!(py, "name"), text_to_py(py, t)?)?,
+                None => d.set_item(intern!(py, "name"), py.None())?,
+            }
+            d.set_item(intern!(py, "resolution"), g.resolution.as_str())?;
+            d.set_item(intern!(py, "protocol"), g.protocol)?;
+            d.set_item(intern!(py, "truncated"), g.truncated)?;
+            globals.append(d)?;
+        }
+
+        let calls = PyList::empty(py);
+        for c in &f.calls {
+            let d = PyDict::new(py);
+            d.set_item(k_pickle, c.pickle)?;
+            d.set_item(k_offset, c.offset)?;
+            d.set_item(k_opcode, opname(c.opcode))?;
+            d.set_item(intern!(py, "target"), c.target)?;
+            calls.append(d)?;
+        }
+
+        let ext = PyList::empty(py);
+        for e in &f.ext {
+            let d = PyDict::new(py);
+            d.set_item(k_pickle, e.pickle)?;
+            d.set_item(k_offset, e.offset)?;
+            d.set_item(k_opcode, opname(e.opcode))?;
+            d.set_item(intern!(py, "code"), e.code)?;
+            ext.append(d)?;
+        }
+
+        let pids = PyList::empty(py);
+        for p in &f.persistent_ids {
+            let d = PyDict::new(py);
+            d.set_item(k_pickle, p.pickle)?;
+            d.set_item(k_offset, p.offset)?;
+            d.set_item(k_opcode, opname(p.opcode))?;
+            pids.append(d)?;
+        }
+
+        let counts = PyDict::new(py);
+        for (name, n) in f.named_opcode_counts() {
+            counts.set_item(name, n)?;
+        }
+
+        let out = PyDict::new(py);
+        out.set_item(intern!(py, "pickles"), pickles)?;
+        out.set_item(intern!(py, "globals"), globals)?;
+        out.set_item(intern!(py, "calls"), calls)?;
+        out.set_item(intern!(py, "ext"), ext)?;
+        out.set_item(intern!(py, "persistent_ids"), pids)?;
+        out.set_item(intern!(py, "opcode_counts"), counts)?;
+        out.set_item(intern!(py, "limit"), f.limit.map(|l| l.as_str()))?;
+        match f.trailing {
+            Some(t) => {
+                let d = PyDict::new(py);
+                d.set_item(k_offset, t.offset)?;
+                d.set_item(intern!(py, "length"), t.length)?;
+                out.set_item(intern!(py, "trailing"), d)?;
+            }
+            None => out.set_item(intern!(py, "trailing"), py.None())?,
+        }
+        Ok(out)
+    }
+
+    /// pickle_facts(data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts)
+    ///
+    /// Facts about the pickle(s) in a bytes-like object; see `mlguard.engine.pickle_facts`,
+    /// which is the supported entry point. The GIL is released while parsing.
+    #[pyfunction]
+    #[pyo3(signature = (data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts))]
+    #[allow(clippy::too_many_arguments)] // one keyword argument per limit
+    fn pickle_facts<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        max_opcodes: u64,
+        max_memo: u64,
+        max_stack: u64,
+        max_pickles: u64,
+        max_string: u64,
+        max_facts: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if max_string > u32::MAX as u64 {
+            return Err(PyValueError::new_err("max_string is too large"));
+        }
+        let limits = pickle::Limits {
+            max_opcodes,
+            max_memo,
+            max_stack,
+            max_pickles,
+            max_string,
+            max_facts,
+        };
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let facts = py.detach(|| pickle::analyze(slice, &limits));
+        let out = facts_to_py(py, &facts);
+        drop(input);
+        out
+    }
+
+    #[pymodule]
+    fn mlguard_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add_function(wrap_pyfunction!(pickle_facts, m)?)?;
+        Ok(())
+    }
 }
