@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,18 +60,19 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 class _Progress:
-    """A progress bar on stderr, created on the first update of a scan with enough files."""
+    """A progress bar on stderr for one root, shown only once a scan has run for half a second."""
 
     def __init__(self) -> None:
         self._bar = None
+        self._start = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
-            if total < 20:
+            if time.monotonic() - self._start < 0.5:
                 return
             self._bar = click.progressbar(length=total, label="Scanning", file=sys.stderr, show_pos=True)
             self._bar.__enter__()
-        self._bar.update(1)
+        self._bar.update(done - self._bar.pos)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -109,18 +111,20 @@ def _merge(results: list[ScanResult], roots: tuple[str, ...]) -> ScanResult:
 def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, no_color, quiet) -> None:
     """Scan files or folders for malicious or broken ML artifacts."""
     results = []
-    progress = _Progress() if sys.stderr.isatty() and not quiet else None
-    try:
-        for path in paths:
+    show_progress = sys.stderr.isatty() and not quiet
+    for path in paths:
+        try:
             config = Config.load(config_path) if config_path else Config.discover(path)
             config = config.with_overrides(fail_on=fail_on, exclude=exclude, include=include,
                                            scanners=scanners.split(",") if scanners else None)
+        except ConfigError as exc:
+            _fail(str(exc))
+        progress = _Progress() if show_progress else None
+        try:
             results.append(scan_tree(path, config, jobs=jobs, progress=progress))
-    except ConfigError as exc:
-        _fail(str(exc))
-    finally:
-        if progress:
-            progress.close()
+        finally:
+            if progress:
+                progress.close()
     result = _merge(results, paths)
     color = (output is None and not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty())
     text = REPORTERS[fmt].render(result, RenderOptions(color=color, quiet=quiet))

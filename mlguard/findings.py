@@ -71,10 +71,10 @@ class Location:
         return {"line": self.line, "column": self.column, "offset": self.offset, "member": self.member}
 
     def describe(self) -> str:
-        """Compact human form: ``archive/data.pkl@0x2a1`` or ``line 3:7``."""
+        """Compact human form: ``archive/data.pkl@0x2a1``, ``offset 0x2a1`` or ``line 3:7``."""
         where = self.member or ""
         if self.offset is not None:
-            where += f"@0x{self.offset:x}"
+            where += f"@0x{self.offset:x}" if where else f"offset 0x{self.offset:x}"
         if self.line is not None:
             where += (" " if where else "") + f"line {self.line}" + (f":{self.column}" if self.column else "")
         return where

@@ -192,3 +192,26 @@ def test_unrecognised_binary_is_info(tmp_path):
 def test_public_api_surface():
     for name in ("scan_file", "scan_bytes", "scan_tree", "Policy", "Config", "Finding", "Severity", "ScanResult"):
         assert hasattr(mlguard, name)
+
+
+def test_unreadable_entries_are_findings_not_silence(tmp_path):
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1]))
+    (tmp_path / "gone.pkl").symlink_to(tmp_path / "missing.pkl")
+    result = scan_tree(tmp_path)
+    assert [(f.path, f.rule_id) for f in result.findings] == [("gone.pkl", "file-unreadable")]
+    assert "broken symlink" in result.findings[0].message
+
+
+def test_a_failing_scanner_fails_closed():
+    # An option of the wrong type (bypassing config validation) makes the archive scanner raise.
+    policy = Policy(scanner_options={"archive": {"max_depth": "five"}})
+    result = scan_bytes(gzip.compress(b"x"), name="a.gz", policy=policy)
+    assert [(f.rule_id, f.severity) for f in result.findings] == [("scanner-error", Severity.HIGH)]
+    assert result.errors and "archive scanner failed: TypeError" in result.errors[0].message
+
+
+def test_versions_agree():
+    import re
+    from pathlib import Path
+    cargo = (Path(__file__).resolve().parents[1] / "mlguard_rs" / "Cargo.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', cargo, re.M).group(1) == mlguard.__version__
