@@ -215,3 +215,29 @@ def test_versions_agree():
     from pathlib import Path
     cargo = (Path(__file__).resolve().parents[1] / "mlguard_rs" / "Cargo.toml").read_text()
     assert re.search(r'^version = "([^"]+)"', cargo, re.M).group(1) == mlguard.__version__
+
+
+def test_mutated_containers_never_crash_the_scanner(tiny_model):
+    """Corrupt zips, tars and compressed streams give findings, never a scanner error."""
+    import random
+    buf = io.BytesIO()
+    torch.save(tiny_model.state_dict(), buf)
+    tar_gz = io.BytesIO()
+    with tarfile.open(fileobj=tar_gz, mode="w:gz") as tf:
+        data = pickle.dumps([1, 2, 3])
+        info = tarfile.TarInfo("x.pkl")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    seeds = [buf.getvalue(), tar_gz.getvalue(), bz2.compress(pickle.dumps(list(range(500)))),
+             lzma.compress(pickle.dumps(list(range(500))))]
+    rng = random.Random(7)
+    for _ in range(400):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            position = rng.randrange(len(data))
+            if rng.random() < 0.7:
+                data[position] = rng.randrange(256)
+            else:
+                del data[position:position + rng.randint(1, 64)]
+        result = scan_bytes(bytes(data), name="m.bin")
+        assert result.errors == (), result.errors

@@ -19,8 +19,9 @@ from .interface import Artifact, Option, ScanContext
 
 _COMPRESSED = {Format.GZIP: ".gz", Format.BZIP2: ".bz2", Format.XZ: ".xz", Format.LZMA: ".lzma", Format.ZLIB: ".z"}
 _SKIP = frozenset({Format.BINARY, Format.EMPTY})
-_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError, RuntimeError,
-           NotImplementedError, ValueError)
+_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError, OverflowError,
+           RuntimeError, NotImplementedError, ValueError)
+"""What the standard library raises on corrupt archives: reported as ``archive-malformed``."""
 
 
 class _ZlibReader:
