@@ -23,6 +23,7 @@ class GlobalPolicy:
     dangerous: frozenset
     dangerous_modules: frozenset
     suspicious_modules: frozenset
+    deserializers: frozenset
 
     @classmethod
     @functools.lru_cache(maxsize=None)
@@ -30,7 +31,8 @@ class GlobalPolicy:
         data = load_data("pickle_globals.yaml")
         return cls(aliases=dict(data["module_aliases"]), safe=frozenset(data["safe"]),
                    dangerous=frozenset(data["dangerous"]), dangerous_modules=frozenset(data["dangerous_modules"]),
-                   suspicious_modules=frozenset(data["suspicious_modules"]))
+                   suspicious_modules=frozenset(data["suspicious_modules"]),
+                   deserializers=frozenset(data["deserializers"]))
 
     def normalise(self, module: str) -> str:
         """The module CPython imports for ``module`` (``__builtin__`` -> ``builtins``, ``posix`` -> ``os``)."""
@@ -51,11 +53,14 @@ class GlobalPolicy:
         full = f"{module}.{name}"
         attrs = name.split(".")
         walked = [".".join(attrs[i:]) for i in range(len(attrs) - 1)]  # ('logging', 'os.system') -> os.system
-        if full in self.dangerous or self._in(module, self.dangerous_modules) or any(
-                chain in self.dangerous or self._in(chain.rsplit(".", 1)[0], self.dangerous_modules)
-                for chain in walked):
+        if full in self.dangerous or any(chain in self.dangerous for chain in walked):
             return "dangerous"
-        if full in self.safe or full in allowed:
+        if full in self.safe:
+            return "safe"
+        if self._in(module, self.dangerous_modules) or any(
+                self._in(chain.rsplit(".", 1)[0], self.dangerous_modules) for chain in walked):
+            return "dangerous"
+        if full in allowed:
             return "safe"
         if self._in(module, self.suspicious_modules):
             return "suspicious"
