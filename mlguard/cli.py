@@ -1,4 +1,4 @@
-"""The ``ml-guard`` command line."""
+"""The ``ml-guard`` command line. Scanning machinery is imported inside commands to keep start-up fast."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__, engine
-from .config import Config, ConfigError
+from . import __version__
 from .findings import ScanResult, Severity
 from .report import REPORTERS
 from .report.interface import RenderOptions
-from .rules import catalog
-from .scan import scan_tree
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 SEVERITY_NAMES = [s.value for s in Severity]
@@ -25,6 +22,8 @@ SEVERITY_NAMES = [s.value for s in Severity]
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
     if value and not ctx.resilient_parsing:
+        from . import engine
+
         click.echo(f"ml-guard {__version__} (engine: {engine.engine_status()})")
         ctx.exit(EXIT_OK)
 
@@ -110,6 +109,9 @@ def _merge(results: list[ScanResult], roots: tuple[str, ...]) -> ScanResult:
 @click.option("-q", "--quiet", is_flag=True, help="No banner and no progress bar.")
 def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, no_color, quiet) -> None:
     """Scan files or folders for malicious or broken ML artifacts."""
+    from .config import Config, ConfigError
+    from .scan import scan_tree
+
     results = []
     show_progress = sys.stderr.isatty() and not quiet
     for path in paths:
@@ -141,6 +143,8 @@ def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, j
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def rules_command(fmt: str) -> None:
     """List every rule with its default severity."""
+    from .rules import catalog
+
     cat = catalog()
     if fmt == "json":
         click.echo(json.dumps([{"id": r.id, "scanner": r.scanner, "severity": r.severity.value, "title": r.title,
@@ -156,6 +160,8 @@ def rules_command(fmt: str) -> None:
 @click.argument("rule_id")
 def explain(rule_id: str) -> None:
     """Explain one rule: what it detects, why it matters, what to do."""
+    from .rules import catalog
+
     cat = catalog()
     if rule_id not in cat:
         _fail(f"unknown rule {rule_id!r}; list them with `ml-guard rules`")

@@ -67,10 +67,13 @@ class Catalog:
         return sorted({r.scanner for r in self._rules.values()})
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: parsing is 10x faster
+
+
 def load_data(filename: str) -> Any:
     """Parse one YAML data file of this package."""
     text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=_LOADER)
 
 
 _REQUIRED = ("id", "scanner", "severity", "title", "description", "remediation")

@@ -1,6 +1,7 @@
 """Pickle streams: every import the stream makes, judged against ``rules/pickle_globals.yaml``."""
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -8,10 +9,12 @@ from typing import Iterable, Iterator
 from .. import engine
 from ..findings import Finding
 from ..rules import load_data
-from ..sniff import Format
+from ..sniff import Format, sniff_bytes
 from .interface import Artifact, Option, ScanContext
 
-_LIMIT_RULE = "pickle-limit-exceeded"
+MAX_EMBED_DEPTH = 8
+"""Payloads embedded in payloads are followed this deep (containers count too)."""
+_PREVIEW = 120
 
 
 @dataclass(frozen=True)
@@ -34,22 +37,27 @@ class GlobalPolicy:
                    suspicious_modules=frozenset(data["suspicious_modules"]),
                    deserializers=frozenset(data["deserializers"]))
 
-    def normalise(self, module: str) -> str:
-        """The module CPython imports for ``module`` (``__builtin__`` -> ``builtins``, ``posix`` -> ``os``)."""
+    def normalise(self, module: str, name: str) -> tuple[str, str]:
+        """The module and name CPython resolves: Python 2 renames (``__builtin__``, ``cPickle``, ...) as
+        ``_compat_pickle`` maps them, then the aliases of the data file (``posix``/``nt`` are ``os``)."""
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         head, dot, rest = module.partition(".")
-        return self.aliases.get(head, head) + dot + rest
+        return self.aliases.get(head, head) + dot + rest, name
 
-    def _in(self, module: str, modules: frozenset) -> bool:
+    @staticmethod
+    def _in(module: str, modules: frozenset) -> bool:
         parts = module.split(".")
         return any(".".join(parts[:i]) in modules for i in range(1, len(parts) + 1))
 
     def verdict(self, module: str, name: str, allowed: frozenset = frozenset()) -> str:
-        """``dangerous``, ``safe``, ``suspicious`` or ``unknown`` for the global ``module``.``name``.
+        """``dangerous``, ``safe``, ``suspicious`` or ``unknown`` for a normalised global ``module.name``.
 
         A dotted ``name`` walks attributes: any module or callable reached on the way counts
-        (``('logging', 'os.system')`` is ``os.system``).
+        (``('logging', 'os.system')`` is ``os.system``). Precedence is documented in the data file.
         """
-        module = self.normalise(module)
         full = f"{module}.{name}"
         attrs = name.split(".")
         walked = [".".join(attrs[i:]) for i in range(len(attrs) - 1)]  # ('logging', 'os.system') -> os.system
@@ -66,6 +74,16 @@ class GlobalPolicy:
             return "suspicious"
         return "unknown"
 
+    def is_deserializer(self, module: str, name: str) -> bool:
+        attrs = name.split(".")
+        return any(".".join([module, *attrs][i:]) in self.deserializers for i in range(len(attrs)))
+
+
+_RULES = {
+    "dangerous": ("pickle-dangerous-global", "known code-execution primitive"),
+    "suspicious": ("pickle-suspicious-module", "module with network, file or process side effects"),
+}
+
 
 class PickleScanner:
     name = "pickle"
@@ -78,14 +96,19 @@ class PickleScanner:
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
         limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"])
-        facts = engine.pickle_facts(artifact.buffer(), limits=limits)
-        yield from self._globals(artifact, ctx, facts, frozenset(opts["allow_globals"]))
+        data = artifact.buffer()
+        facts = engine.pickle_facts(data, limits=limits)
+        yield from self._globals(artifact, ctx, facts, data, frozenset(opts["allow_globals"]))
         yield from self._stream(artifact, ctx, facts)
 
-    def _globals(self, artifact: Artifact, ctx: ScanContext, facts: dict,
+    def _globals(self, artifact: Artifact, ctx: ScanContext, facts: dict, data,
                  allowed: frozenset) -> Iterable[Finding | None]:
+        """One finding per distinct non-allowlisted global; embedded payloads of deserializer calls."""
         policy = GlobalPolicy.default()
-        called = {c["target"] for c in facts["calls"] if c["target"] is not None}
+        calls_of: dict[int, list[dict]] = {}
+        for call in facts["calls"]:
+            if call["target"] is not None:
+                calls_of.setdefault(call["target"], []).append(call)
         seen: dict[tuple[str, str], dict] = {}
         for index, g in enumerate(facts["globals"]):
             if g["module"] is None or g["name"] is None:
@@ -94,43 +117,88 @@ class PickleScanner:
                                   offset=g["offset"], evidence={"opcode": g["opcode"], "resolution": g["resolution"]},
                                   key=f"opaque@{g['offset']}")
                 continue
-            module, name = policy.normalise(g["module"]), g["name"]
+            module, name = policy.normalise(g["module"], g["name"])
             verdict = policy.verdict(module, name, allowed)
+            calls = calls_of.get(index, [])
+            if calls and policy.is_deserializer(module, name):
+                for call in calls:
+                    yield from self._embedded(artifact, ctx, data, f"{module}.{name}", call)
             if verdict == "safe":
                 continue
             entry = seen.setdefault((module, name), {"offset": g["offset"], "opcode": g["opcode"], "count": 0,
-                                                     "called": False, "verdict": verdict, "as": g["module"]})
+                                                     "calls": [], "verdict": verdict, "as": f"{g['module']}.{g['name']}"})
             entry["count"] += 1
-            entry["called"] |= index in called
+            entry["calls"] += calls
         for (module, name), e in seen.items():
-            rule, why = {
-                "dangerous": ("pickle-dangerous-global", "known code-execution primitive"),
-                "suspicious": ("pickle-suspicious-module", "module with network, file or process side effects"),
-                "unknown": ("pickle-unknown-call", "not on the allowlist, and called") if e["called"]
-                else ("pickle-unknown-global", "not on the allowlist"),
-            }[e["verdict"]]
+            called = bool(e["calls"])
+            if e["verdict"] in _RULES:
+                rule, why = _RULES[e["verdict"]]
+            elif "." in name:
+                rule, why = "pickle-dotted-global", "dotted name walking attributes, not on the allowlist"
+            elif called:
+                rule, why = "pickle-unknown-call", "not on the allowlist, and called"
+            else:
+                rule, why = "pickle-unknown-global", "not on the allowlist"
             times = f", {e['count']} references" if e["count"] > 1 else ""
+            shown = f"{e['as']}({_preview(data, e['calls'][0])})" if called else e["as"]
             yield ctx.finding(
-                artifact, rule, f"{'calls' if e['called'] else 'imports'} {module}.{name} ({why}{times})",
-                offset=e["offset"], snippet=f"{e['as']}.{name}",
-                evidence={"module": module, "name": name, "opcode": e["opcode"], "called": e["called"],
+                artifact, rule, f"{'calls' if called else 'imports'} {module}.{name} ({why}{times})",
+                offset=e["offset"], snippet=shown,
+                evidence={"module": module, "name": name, "opcode": e["opcode"], "called": called,
                           "count": e["count"]}, key=f"{module}.{name}")
+
+    def _embedded(self, artifact: Artifact, ctx: ScanContext, data, callee: str,
+                  call: dict) -> Iterable[Finding | None]:
+        """A deserializer called with bytes stored in the stream: report it, then scan those bytes."""
+        for arg in call.get("args", ()):
+            offset, length = arg["offset"], arg["length"]
+            payload = bytes(data[offset:offset + length])
+            member = f"{artifact.member}!" if artifact.member else ""
+            member += f"{callee}@0x{offset:x}"
+            sniffed = sniff_bytes(payload, "")
+            yield ctx.finding(artifact, "pickle-embedded-payload",
+                              f"calls {callee} on {length} bytes stored in the stream ({sniffed.format.value}); "
+                              "they are scanned as well", offset=call["offset"],
+                              snippet=_clip(payload), evidence={"callee": callee, "offset": offset, "length": length,
+                                                                "format": sniffed.format.value},
+                              key=f"{callee}@{offset}")
+            if artifact.depth < MAX_EMBED_DEPTH:
+                child = Artifact(artifact.path, sniffed, length, data=payload, member=member,
+                                 depth=artifact.depth + 1)
+                yield from ctx.scan_nested(child)
 
     def _stream(self, artifact: Artifact, ctx: ScanContext, facts: dict) -> Iterable[Finding | None]:
         for ext in facts["ext"]:
             yield ctx.finding(artifact, "pickle-ext-opcode",
                               f"{ext['opcode']} imports extension code {ext['code']} from the copyreg registry",
                               offset=ext["offset"], evidence={"code": ext["code"]}, key=f"ext{ext['code']}")
-        for p in facts["pickles"]:
+        pickles = facts["pickles"]
+        for p in pickles:
             if p["status"] in ("error", "truncated"):
                 yield ctx.finding(artifact, "pickle-parse-error",
                                   f"pickle #{p['index'] + 1} is malformed ({p['error']}) at offset {p['error_offset']}; "
                                   "opcodes before this point still run when loaded",
                                   offset=p["error_offset"], evidence={"pickle": p["index"], "error": p["error"]},
                                   key=f"{p['index']}")
+        if len(pickles) > 1 and artifact.sniffed.flavour != "torch-legacy":
+            yield ctx.finding(artifact, "pickle-multiple-streams",
+                              f"{len(pickles)} pickles back to back; all were analysed",
+                              offset=pickles[1]["start"], evidence={"pickles": len(pickles)})
         if facts["limit"]:
-            yield ctx.finding(artifact, _LIMIT_RULE, f"analysis stopped at the {facts['limit']} limit; the rest was not checked",
+            yield ctx.finding(artifact, "pickle-limit-exceeded",
+                              f"analysis stopped at the {facts['limit']} limit; the rest was not checked",
                               evidence={"limit": facts["limit"]})
+
+
+def _clip(raw: bytes) -> str:
+    text = raw[:_PREVIEW].decode("utf-8", "backslashreplace")
+    return repr(text + ("…" if len(raw) > _PREVIEW else ""))
+
+
+def _preview(data, call: dict) -> str:
+    """The call's literal arguments, shortened, for the snippet (``'echo pwned'``)."""
+    return ", ".join(_clip(bytes(data[a["offset"]:a["offset"] + min(a["length"], _PREVIEW + 1)]))
+                     for a in call.get("args", ())[:3])
 
 
 SCANNER = PickleScanner()
