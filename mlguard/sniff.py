@@ -7,6 +7,15 @@ on hostile or malformed content: a file that claims to be a format but is broken
 still reported as that format, with ``detail`` saying what is wrong, so that the
 matching scanner can report it.  Only I/O errors (``OSError``) escape.
 
+Zips are listed by the zip kernel (:func:`mlguard.engine.zip_facts`) over an in-place view of
+the file (the caller's buffer, a ``BytesIO``'s buffer or a memory map); its facts are kept in
+``Sniffed.facts`` for the archive scanner. PyTorch tensor directories are skimmed, so a
+checkpoint with thousands of tensors is sniffed without listing them. Without the kernel or a
+view, the sniffer reads the directory itself, with the same result.
+
+A file of any other format whose tail holds a zip end record with a central directory where it
+says is a polyglot: the zip is listed in ``Sniffed.embedded`` and the archive scanner opens it.
+
 Order of decision (first match wins):
 
 1. empty file;
@@ -28,6 +37,7 @@ Order of decision (first match wins):
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import io
 import json
@@ -36,11 +46,12 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
 __all__ = [
     "Format",
+    "Embedded",
     "Sniffed",
     "HEAD_SIZE",
     "TAIL_SIZE",
@@ -84,6 +95,19 @@ _TEXT_FORMATS = frozenset({Format.NOTEBOOK, Format.JSON, Format.YAML, Format.TEX
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """A container found inside a file of another format (a polyglot), e.g. a zip whose end
+    record sits in the tail of a safetensors file. The archive scanner opens it."""
+
+    format: Format
+    """The embedded container's format (today always ``Format.ZIP``)."""
+    offset: int
+    """Where the sniffer found it: for a zip, the offset of its end-of-central-directory record."""
+    detail: str = ""
+    """A short human-readable description."""
+
+
+@dataclass(frozen=True)
 class Sniffed:
     """What the sniffer decided about one file."""
 
@@ -97,6 +121,16 @@ class Sniffed:
     for zlib ``"joblib-zf"`` (the stream starts after joblib's 21/22-byte ``ZF`` prefix) or None."""
     detail: str = ""
     """A short human-readable reason, e.g. ``"PROTO 4"`` or ``"zip with archive/data.pkl"``."""
+    offset: int = 0
+    """Where the format's own bytes start when a prefix precedes them: the zlib stream of a
+    ``"joblib-zf"`` file starts after joblib's ``ZF`` header. 0 otherwise."""
+    embedded: tuple = ()
+    """Containers embedded in a file of another format (:class:`Embedded`), e.g. a zip appended
+    to a safetensors or pickle file. Empty for the containers themselves."""
+    facts: dict | None = field(default=None, compare=False, repr=False)
+    """Kernel facts computed on the way, reused by the format's scanner so that the file is
+    parsed once: for zips, :func:`mlguard.engine.zip_facts` of the whole file (tensor
+    directories skimmed). None when not computed. Not part of the result: ignored by ``==``."""
 
     @property
     def is_text(self) -> bool:
@@ -116,6 +150,11 @@ MAX_ZIP_CD_BYTES = 16 * 1024 * 1024
 """Bytes of central directory read, at most."""
 MAX_LOCAL_HEADERS = 64
 """Local file headers walked when a zip has no usable central directory."""
+ZIP_SKIM_DIR = "data"
+ZIP_SKIM_MIN = 64
+"""Directories named ``data`` holding at least this many ordinary stored members (PyTorch tensor
+storages) are listed by the zip kernel as one entry: their members' names are not needed to tell
+the flavour, and a 5,000-tensor checkpoint is sniffed without building 5,000 names."""
 MAX_HDF5_PROBES = 48
 """Offsets (512, 1024, 2048, ...) checked for an HDF5 signature behind a user block."""
 PICKLE_PROBE_SIZE = 16 * 1024
@@ -179,7 +218,8 @@ def sniff_file(path: str | os.PathLike) -> Sniffed:
 def sniff_stream(f: BinaryIO, size: int, name: str = "") -> Sniffed:
     """Sniff a seekable binary file of ``size`` bytes (offset 0 is the file's start).
 
-    Reads only the head, the tail and (for zips) the central directory.  Leaves the
+    Reads only the head, the tail and (for zips) the central directory and the local headers
+    of the members it lists (tensor storages are skimmed).  Leaves the
     stream wherever the reads left it.  Never raises on content; ``OSError`` from the
     stream propagates.
     """
@@ -243,6 +283,7 @@ class _Ctx:
         self.whole = len(head) >= size  # the head is the entire file
         self._tail: bytes | None = None
         self._text: bool | None = None
+        self.eocd_cache: tuple | None = None  # (result of _find_eocd,) once computed
 
     @property
     def tail(self) -> bytes:
@@ -298,14 +339,19 @@ def _looks_like_text(head: bytes, cut: bool) -> bool:
 
 
 def _sniff(ctx: _Ctx) -> Sniffed:
+    result = None
     for check in (_magic, _safetensors, _pickle_proto2, _lzma_alone, _zlib, _tar, _hdf5_userblock,
                   _onnx, _pickle_proto01, _zip_in_tail):
         result = _guarded(check, ctx)
         if result is not None:
-            return result
-    if ctx.head_is_text:
-        return _text(ctx)
-    return Sniffed(Format.BINARY, None, "no known signature")
+            break
+    if result is None:
+        result = _text(ctx) if ctx.head_is_text else Sniffed(Format.BINARY, None, "no known signature")
+    if result.format not in (Format.ZIP, Format.EMPTY):
+        embedded = _guarded(_embedded_zip, ctx)
+        if embedded is not None:
+            result = dataclasses.replace(result, embedded=(embedded,))
+    return result
 
 
 def _guarded(check, ctx: _Ctx) -> Sniffed | None:
@@ -422,7 +468,8 @@ def _zlib(ctx: _Ctx) -> Sniffed | None:
         m = _JOBLIB_ZF.match(h[:22])
         if m and m.end() in (21, 22) and _zlib_probe(ctx, h[m.end():]):
             return Sniffed(Format.ZLIB, "joblib-zf",
-                           f"joblib z-file: zlib stream at offset {m.end()} after a 'ZF' length prefix")
+                           f"joblib z-file: zlib stream at offset {m.end()} after a 'ZF' length prefix",
+                           offset=m.end())
         return None
     if _zlib_probe(ctx, h):
         return Sniffed(Format.ZLIB, None, f"zlib stream (level hint {h[1] >> 6})")
@@ -660,6 +707,12 @@ def _find_eocd(ctx: _Ctx):
     Returns ``(cd_end, cd_offset_declared, cd_size, entries)`` or None, where ``cd_end`` is
     where the central directory really ends (the zip64 end record or the end record).
     """
+    if ctx.eocd_cache is None:
+        ctx.eocd_cache = (_find_eocd_uncached(ctx),)
+    return ctx.eocd_cache[0]
+
+
+def _find_eocd_uncached(ctx: _Ctx):
     tail = ctx.tail
     base = ctx.tail_start
     pos = len(tail)
@@ -718,18 +771,110 @@ def _zip(ctx: _Ctx) -> Sniffed:
 
 
 def _zip_unguarded(ctx: _Ctx) -> Sniffed:
-    eocd = _find_eocd(ctx)
-    if eocd is None:
-        names, note = _local_names(ctx)
-        flavour = _zip_flavour(names)
-        return Sniffed(Format.ZIP, flavour,
-                       _zip_detail(flavour, names, "no end of central directory, " + note))
-    names, note, _ = _central_names(ctx, eocd)
+    listing = _kernel_listing(ctx)
+    if listing is None:  # no engine or no buffer: read the directory here
+        eocd = _find_eocd(ctx)
+        if eocd is None:
+            listing = (None, (), 0, "no end of central directory")
+        else:
+            names, note, _ = _central_names(ctx, eocd)
+            listing = (names, (), len(names or ()), note)
+    names, dirs, count, note, facts = listing if len(listing) == 5 else (*listing, None)
     if names is None:
         names, lnote = _local_names(ctx)
         note = note + ", " + lnote
-    flavour = _zip_flavour(names)
-    return Sniffed(Format.ZIP, flavour, _zip_detail(flavour, names, note))
+        dirs, count = (), len(names)
+    flavour = _zip_flavour(names, dirs)
+    return Sniffed(Format.ZIP, flavour, _zip_detail(flavour, names, count, note), facts=facts)
+
+
+def _kernel_listing(ctx: _Ctx):
+    """Names from the zip kernel (PyTorch tensor directories skimmed): ``(names | None, skimmed
+    dirs, member count, note, facts)``, or None when the kernel or an in-place view of the file is
+    unavailable. ``names`` is None when there is no usable directory. The kernel also reads the
+    local headers of the members it lists (a few pages for a checkpoint) so that the archive
+    scanner can reuse its facts instead of parsing the file again."""
+    try:
+        from .engine import ZipLimits, zip_facts
+    except Exception:
+        return None
+    with _whole_buffer(ctx.f) as buf:
+        if buf is None or len(buf) != ctx.size:
+            return None
+        kwargs = dict(limits=ZipLimits(max_members=MAX_ZIP_ENTRIES), skim_dir=ZIP_SKIM_DIR,
+                      skim_min=ZIP_SKIM_MIN)
+        try:
+            facts = zip_facts(buf, **kwargs)
+        except (ImportError, ValueError):  # MLGUARD_ENGINE names a missing engine: the reference
+            facts = zip_facts(buf, engine="python", **kwargs)
+    return (*_listing_from_facts(facts), facts)
+
+
+def _listing_from_facts(facts: dict):
+    eocd = facts["eocd"]
+    if eocd is None:
+        return None, (), 0, "no end of central directory"
+    codes = [e["code"] for e in facts["errors"]]
+    if facts["cd_start"] is None:
+        return None, (), 0, "central directory not found"
+    zip64 = facts["zip64"]
+    cd_end = zip64["offset"] if zip64 and zip64["offset"] is not None else eocd["offset"]
+    cd_size = zip64["cd_size"] if zip64 and zip64["offset"] is not None else eocd["cd_size"]
+    names = [m["name"] for m in facts["members"] if m["central"]]
+    dirs = tuple(s["dir"] for s in facts["skimmed"])
+    count = facts["entries_found"]
+    declared = facts["entries_declared"]
+    if declared == 0 and cd_size == 0:
+        return [], (), 0, "empty zip"
+    notes = []
+    if facts["cd_start"] + cd_size != cd_end:
+        notes.append("bytes between central directory and end record")
+    if "directory-corrupt" in codes:
+        notes.append("central directory entry corrupt")
+    if facts["limit"] == "members":
+        notes.append(f"stopped after {MAX_ZIP_ENTRIES} entries")
+    elif facts["limit"] == "names":
+        notes.append("stopped at the name-size limit")
+    if declared != count and facts["limit"] is None and not notes:
+        notes.append(f"end record declares {declared} entries, directory holds {count}")
+    if facts["shift"] > 0:
+        notes.append(f"{facts['shift']} bytes before the zip")
+    elif facts["shift"] < 0:
+        notes.append("central directory offset points past its real position")
+    return names, dirs, count, ", ".join(notes)
+
+
+class _whole_buffer:
+    """Context manager: the whole stream as a read-only buffer, without reading it (the
+    in-memory view, a BytesIO's buffer, or a memory map of a real file); None if impossible."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self._release = None
+
+    def __enter__(self):
+        f = self.f
+        if isinstance(f, _BufferReader):
+            return f._view
+        if isinstance(f, io.BytesIO):
+            view = f.getbuffer()
+            self._release = view.release
+            return view
+        try:
+            fileno = f.fileno()
+            size = os.fstat(fileno).st_size
+            if size <= 0:
+                return None
+            import mmap
+            m = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        self._release = m.close
+        return m
+
+    def __exit__(self, *exc) -> None:
+        if self._release is not None:
+            self._release()
 
 
 def _central_names(ctx: _Ctx, eocd) -> tuple[list[str] | None, str, int]:
@@ -795,32 +940,36 @@ def _local_names(ctx: _Ctx) -> tuple[list[str], str]:
     return names, f"{len(names)} local headers read"
 
 
-def _zip_flavour(names: Iterable[str]) -> str:
+def _zip_flavour(names: Iterable[str], dirs: Iterable[str] = ()) -> str:
+    """The zip's flavour from its member names; ``dirs`` are directories whose members were not
+    listed one by one (each holds at least one member)."""
     names = list(names)
+    dirs = list(dirs)
     nameset = set(names)
     # prefixes ("" or "dir/") holding a data.pkl / constants.pkl
     def prefixes(leaf: str) -> set[str]:
         return {n[: len(n) - len(leaf)] for n in names
                 if n == leaf or n.endswith("/" + leaf)}
 
+    paths = names + dirs
     if prefixes("constants.pkl"):
         return "torchscript"
-    if any(n.startswith(p + "code/") for p in prefixes("data.pkl") for n in names):
+    if any(n.startswith(p + "code/") for p in prefixes("data.pkl") for n in paths):
         return "torchscript"
     for p in prefixes("data.pkl"):
         if (p + "byteorder" in nameset or p + "version" in nameset
                 or p + ".data/version" in nameset
-                or any(n.startswith(p + "data/") for n in names)):
+                or any(n.startswith(p + "data/") for n in paths)):
             return "pytorch"
     if "config.json" in nameset and "metadata.json" in nameset:
         return "keras"
-    if names and all(n.endswith(".npy") for n in names):
+    if names and not dirs and all(n.endswith(".npy") for n in names):
         return "npz"
     return "plain"
 
 
-def _zip_detail(flavour: str, names: list[str], note: str) -> str:
-    parts = [f"zip ({flavour}), {len(names)} members"]
+def _zip_detail(flavour: str, names: list[str], count: int, note: str) -> str:
+    parts = [f"zip ({flavour}), {count} members"]
     for leaf in ("data.pkl", "constants.pkl", "config.json"):
         key = next((n for n in names if n == leaf or n.endswith("/" + leaf)), None)
         if key:
@@ -838,11 +987,41 @@ def _zip_in_tail(ctx: _Ctx) -> Sniffed | None:
     eocd = _find_eocd(ctx)
     if eocd is None:
         return None
-    names, note, _ = _central_names(ctx, eocd)
-    if not names:
+    listing = _kernel_listing(ctx)
+    facts = None
+    if listing is None:
+        names, note, _ = _central_names(ctx, eocd)
+        dirs, count = (), len(names or ())
+    else:
+        names, dirs, count, note, facts = listing
+    if not names and not dirs:
         return None
-    flavour = _zip_flavour(names)
-    return Sniffed(Format.ZIP, flavour, _zip_detail(flavour, names, note))
+    flavour = _zip_flavour(names, dirs)
+    return Sniffed(Format.ZIP, flavour, _zip_detail(flavour, names, count, note), facts=facts)
+
+
+def _embedded_zip(ctx: _Ctx) -> Embedded | None:
+    """A zip end record in the tail whose central directory is where it says (a polyglot)."""
+    if ctx.whole and _ZIP_EOCD not in ctx.head:
+        return None
+    eocd = _find_eocd(ctx)
+    if eocd is None:
+        return None
+    cd_end, cd_off, cd_size, n_total = eocd
+    if n_total == 0 or cd_size < 46:
+        return None
+    start = cd_end - cd_size
+    if ctx.pread(start, 4) != _ZIP_CENTRAL and ctx.pread(cd_off, 4) != _ZIP_CENTRAL:
+        return None
+    where = _eocd_offset(ctx)
+    return Embedded(Format.ZIP, where, f"zip archive, {n_total} members, end record at offset {where}")
+
+
+def _eocd_offset(ctx: _Ctx) -> int:
+    """Offset of the last end-record signature in the tail (the one readers use)."""
+    tail = ctx.tail
+    pos = tail.rfind(_ZIP_EOCD, 0, max(0, len(tail) - 18))
+    return ctx.tail_start + pos if pos >= 0 else -1
 
 
 # --------------------------------------------------------------------------- tar

@@ -196,6 +196,8 @@ def _numpy_samples(d: Path, add) -> None:
     add("npz", d / "arrays.npz", "zip", "npz")
     np.savez_compressed(d / "arrays_c.npz", a=a, b=a * 2)
     add("npz_compressed", d / "arrays_c.npz", "zip", "npz")
+    np.savez(d / "objects.npz", a=a, o=np.array([{"k": 1}], dtype=object))
+    add("npz_object", d / "objects.npz", "zip", "npz")
 
 
 def _torch_samples(d: Path, add) -> None:
@@ -223,6 +225,9 @@ def _torch_samples(d: Path, add) -> None:
 
     torch.jit.save(torch.jit.script(Net()), str(d / "scripted.pt"))
     add("torchscript", d / "scripted.pt", "zip", "torchscript")
+    # enough tensors for the zip kernel to skim their directory
+    torch.save({f"t{i}": torch.full((8,), float(i)) for i in range(200)}, d / "many.pt")
+    add("torch_many", d / "many.pt", "zip", "pytorch")
 
 
 def _safetensors_samples(d: Path, add) -> None:
@@ -234,6 +239,12 @@ def _safetensors_samples(d: Path, add) -> None:
     save_file({"w": np.ones((2, 2), dtype=np.float32)}, str(d / "model.safetensors"),
               metadata={"format": "np"})
     add("safetensors", d / "model.safetensors", "safetensors")
+    # a polyglot: a valid safetensors file with a zip appended (sniffed as safetensors, zip embedded)
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w") as z:
+        z.writestr("extra.pkl", pickle.dumps({"a": 1}, protocol=4))
+    _write(d / "polyglot.safetensors", (d / "model.safetensors").read_bytes() + zbuf.getvalue())
+    add("safetensors_zip", d / "polyglot.safetensors", "safetensors")
     # a header whose length starts with the bytes \x80\x02 (0x280) must not look like a pickle
     for pad in range(0, 700):
         tensors = {"t": np.zeros(1, dtype=np.uint8)}

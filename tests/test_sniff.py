@@ -15,6 +15,7 @@ import pytest
 
 from mlguard.sniff import (
     HEAD_SIZE,
+    Embedded,
     Format,
     Sniffed,
     extension_mismatch,
@@ -44,8 +45,8 @@ SAMPLE_KEYS = sorted(NEEDS_ENGINE | {
     "binary_random", "binary_latin1", "empty", "elf",
     "npy", "npy_object", "npz", "npz_compressed",
     "joblib", "joblib_zlib", "joblib_gzip", "joblib_bz2", "joblib_lzma", "joblib_xz", "joblib_zfile",
-    "torch_zip", "torch_legacy", "torch_bin", "torchscript",
-    "safetensors", "safetensors_0x280", "onnx", "onnx_tiny", "onnx_big", "gguf",
+    "torch_zip", "torch_legacy", "torch_bin", "torchscript", "torch_many", "npz_object",
+    "safetensors", "safetensors_0x280", "safetensors_zip", "onnx", "onnx_tiny", "onnx_big", "gguf",
     "hdf5", "hdf5_userblock", "keras", "keras_h5", "sevenzip", "notebook", "notebook_large",
 })
 MISNAMED = {"zip_named_txt", "binary_latin1"}  # their names lie on purpose
@@ -577,3 +578,112 @@ def test_short_stream_and_wrong_size():
         z.writestr("a.npy", b"\x93NUMPY")
     zdata = zbuf.getvalue()
     assert sniff_stream(io.BytesIO(zdata), len(zdata) * 3).flavour == "npz"
+
+
+# --------------------------------------------------------------------------- zip listing, embedded containers
+
+class _PlainStream(io.RawIOBase):
+    """A seekable stream with no file descriptor and no buffer: the sniffer must read it."""
+
+    def __init__(self, data: bytes):
+        self._f = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, off, whence=0):
+        return self._f.seek(off, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+    def read(self, n=-1):
+        return self._f.read(n)
+
+
+ZIP_KEYS = [k for k in SAMPLE_KEYS if k.startswith(("zip_", "npz", "torch_zip", "torch_bin", "torch_many",
+                                                    "torchscript")) or k == "keras"]
+
+
+@pytest.mark.parametrize("key", ZIP_KEYS)
+def test_zip_kernel_listing_agrees_with_the_reader(samples, key):
+    """The zip kernel (in-place view) and the sniffer's own directory reader decide the same."""
+    s = _sample(samples, key)
+    data = s.path.read_bytes()
+    via_kernel = sniff_bytes(data, s.path.name)
+    via_reader = sniff_stream(_PlainStream(data), len(data), s.path.name)
+    assert via_kernel == via_reader
+    assert via_kernel.facts is not None and via_reader.facts is None
+
+
+def test_zip_facts_are_kept_for_the_scanner(samples):
+    s = _sample(samples, "torch_many")
+    got = sniff_file(s.path)
+    assert got.flavour == "pytorch" and "206 members" in got.detail
+    (skim,) = got.facts["skimmed"]
+    assert skim == {"dir": "many/data/", "members": 200, "compressed_size": 200 * 8 * 4}
+    assert all(not m["name"].startswith("many/data/") for m in got.facts["members"])
+    assert repr(got).count("facts") == 0
+
+
+def test_big_checkpoint_directory_is_sniffed_without_listing_every_tensor():
+    entries, local, offset = [], [], 0
+    names = ["ck/data.pkl", "ck/version"] + [f"ck/data/{i}" for i in range(6000)]
+    for name in names:
+        raw = name.encode()
+        local.append(b"PK\x03\x04" + b"\0" * 22 + struct.pack("<HH", len(raw), 0) + raw)
+        entry = bytearray(b"PK\x01\x02" + b"\0" * 42)
+        struct.pack_into("<H", entry, 28, len(raw))
+        struct.pack_into("<I", entry, 42, offset)
+        entries.append(bytes(entry) + raw)
+        offset += len(local[-1])
+    cd = b"".join(entries)
+    data = b"".join(local) + cd + b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(names), len(names), len(cd),
+                                                               offset, 0)
+    got = sniff_bytes(data, "ck.pt")
+    assert (got.format, got.flavour) == (Format.ZIP, "pytorch")
+    assert got.detail == "zip (pytorch), 6002 members, with ck/data.pkl"
+    assert [m["name"] for m in got.facts["members"]] == ["ck/data.pkl", "ck/version"]
+    assert sniff_stream(_PlainStream(data), len(data), "ck.pt") == got
+
+
+def test_zip_sniff_without_the_engine(monkeypatch, samples):
+    s = _sample(samples, "torch_zip")
+    expected = sniff_file(s.path)
+    broken = types.ModuleType("mlguard.engine")  # no zip_facts: the sniffer reads the directory itself
+    monkeypatch.setitem(sys.modules, "mlguard.engine", broken)
+    import mlguard
+    monkeypatch.setattr(mlguard, "engine", broken, raising=False)
+    got = sniff_file(s.path)
+    assert got == expected and got.facts is None
+
+
+def test_embedded_zip_in_other_formats(samples):
+    s = _sample(samples, "safetensors_zip")
+    got = sniff_file(s.path)
+    assert got.format is Format.SAFETENSORS and "zip end record in the tail" in got.detail
+    (emb,) = got.embedded
+    assert isinstance(emb, Embedded) and emb.format is Format.ZIP
+    assert s.path.read_bytes()[emb.offset:emb.offset + 4] == b"PK\x05\x06"
+    zbytes = _sample(samples, "zip_plain").path.read_bytes()
+    for host in (pickle.dumps({"a": 1}, protocol=4), b"\x93NUMPY\x01\x00" + b"v\x00" + b"{}" + b" " * 116,
+                 b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 300):
+        got = sniff_bytes(host + zbytes)
+        assert [e.format for e in got.embedded] == [Format.ZIP], got
+    # (unknown binary with a zip at its end is sniffed as a zip: prepended bytes)
+    assert sniff_bytes(bytes(range(256)) * 300 + zbytes).format is Format.ZIP
+    # containers themselves, and files whose tail only looks like an end record, embed nothing
+    assert sniff_bytes(zbytes).embedded == ()
+    assert sniff_bytes(b"x" * 100 + b"PK\x05\x06" + b"\0" * 18).embedded == ()
+    assert sniff_file(_sample(samples, "safetensors").path).embedded == ()
+
+
+def test_joblib_zfile_offset(samples):
+    s = _sample(samples, "joblib_zfile")
+    got = sniff_file(s.path)
+    assert got.offset in (21, 22)
+    assert s.path.read_bytes()[got.offset] == 0x78  # the zlib stream's first byte
+    assert sniff_file(_sample(samples, "zlib_pickle").path).offset == 0

@@ -9,21 +9,28 @@ one warning on the ``mlguard`` logger.
 Pickle facts
 ============
 :func:`pickle_facts` analyses a byte stream the way CPython's unpickler would run it (protocols
-0-5, every opcode, text forms of protocol 0 included), without importing or calling anything.
-It keeps a symbolic stack and memo: strings keep their text and whether they came from the memo,
-imported globals keep their index in ``globals``, call results remember the global they called.
-It returns a dict of plain Python values::
+0-5, every opcode, text forms of protocol 0 included), without importing or calling anything;
+:func:`pickle_facts_file` does the same for a range of a file with bounded memory. It keeps a
+symbolic stack and memo: strings are spans of the data (decoded when an import needs them) and
+remember whether they came from the memo, imported globals keep their index in ``globals``,
+call results remember the global they called, and the few literals joblib's array format needs
+(ints, tuples, the dicts and numpy dtypes it writes) are tracked. It returns a dict of plain
+Python values::
 
     {
-     "pickles": [{"index": 0,              # position in the data, 0-based
+     "pickles": [{"index": 0,              # position in "pickles", 0-based
+                  "parent": None | int,    # a nested pickle (joblib object array): the index of
+                                           # the pickle that reads it; None for the data's own
                   "start": 0,              # offset of the pickle's first opcode
                   "end": 57 | None,        # offset just past STOP; None unless status == "stop"
-                  "frame_end": None | int, # a FRAME reached past STOP: where it ends (see below)
+                  "frame_end": None | int, # pure-Python unpickler's position after STOP, when
+                                           # beyond "end" (a frame reaching past STOP)
                   "protocol": 2 | None,    # argument of the pickle's first PROTO opcode
                   "opcodes": 31,           # opcodes executed (STOP and a failing opcode included)
                   "status": "stop" | "truncated" | "error" | "limit",
                   "error": None | "<error code>",   # set iff status is "error" or "truncated"
-                  "error_offset": None | int}],     # where it stopped; set iff status != "stop"
+                  "error_offset": None | int,       # where it stopped; set iff status != "stop"
+                  "frame_violations": [{"offset": 11, "kind": "<violation kind>"}]}],
      "globals": [{"pickle": 0, "offset": 2,
                   "opcode": "GLOBAL" | "STACK_GLOBAL" | "INST",
                   "module": "os" | None, "name": "system" | None,  # None when unresolvable
@@ -33,15 +40,21 @@ It returns a dict of plain Python values::
      "calls":   [{"pickle": 0, "offset": 40,
                   "opcode": "REDUCE" | "INST" | "OBJ" | "NEWOBJ" | "NEWOBJ_EX" | "BUILD"
                             | "APPEND" | "APPENDS" | "SETITEM" | "SETITEMS" | "ADDITEMS",
-                  "target": 0 | None}],    # index into "globals", see below
+                  "target": 0 | None,      # index into "globals", see below
+                  "args": [{"index": 0, "kind": "str" | "str-legacy" | "str-escaped"
+                                                | "str-raw-unicode-escape" | "bytes" | "bytearray",
+                            "offset": 30, "length": 7}]}],   # string/bytes literal arguments
      "ext":     [{"pickle": 0, "offset": 9, "opcode": "EXT1" | "EXT2" | "EXT4", "code": 123}],
      "persistent_ids": [{"pickle": 0, "offset": 77, "opcode": "PERSID" | "BINPERSID"}],
+     "raw_spans": [{"pickle": 0, "offset": 229, "length": 59, "padding": 11,
+                    "kind": "joblib-array"}],      # bytes joblib reads raw (see below)
      "opcode_counts": {"GLOBAL": 1, "REDUCE": 1, ...},  # pickletools names, all pickles summed
      "limit": None | "opcodes" | "memo" | "stack" | "pickles" | "facts",
      "trailing": None | {"offset": int, "length": int},
     }
 
-Offsets are byte offsets of the opcode in ``data``.
+Offsets are byte offsets in ``data`` (for :func:`pickle_facts_file`, from the start of the
+range): of the opcode, except for argument payloads and raw spans.
 
 Globals. ``module``/``name`` are exactly the text the unpickler would pass to ``find_class``,
 before CPython's Python 2 renames (``__builtin__`` -> ``builtins``, applied when ``protocol`` < 3)
@@ -64,44 +77,103 @@ SETITEM, SETITEMS and ADDITEMS call the container's ``append``/``extend``/``__se
 they are recorded as calls only when that container is itself a global (``os.environ[k] = v``
 is ``GLOBAL os environ`` + SETITEM), never for the lists, dicts and sets a pickle builds.
 
+Call arguments. ``args`` lists the string and bytes literals that are direct arguments of the
+call, in order, at most 8: REDUCE and NEWOBJ/NEWOBJ_EX, the items of the argument tuple (built
+by EMPTY_TUPLE/TUPLE1/TUPLE2/TUPLE3/TUPLE, possibly fetched from the memo; only its first 64
+items are tracked, and a tuple is not tracked at all beyond 2**20 tuple items per pickle);
+OBJ, the items after the class; INST, the items after the mark; BUILD, the state itself;
+APPEND the item, SETITEM key and value, APPENDS/SETITEMS/ADDITEMS the items after the mark.
+``index`` is the position among those arguments. A literal fetched from the memo is reported
+where its payload lies. ``offset``/``length`` locate the payload in ``data``; ``kind`` says how
+it becomes the value: "str" UTF-8 (BINUNICODE, SHORT_BINUNICODE, BINUNICODE8; decode with
+``"surrogatepass"``), "str-legacy" a Python 2 str (BINSTRING, SHORT_BINSTRING; the loader's
+encoding decides), "str-escaped" the text between the quotes of STRING (``codecs.escape_decode``
+it, then as str-legacy), "str-raw-unicode-escape" the line of UNICODE (decode with
+``"raw-unicode-escape"``), "bytes" (BINBYTES, SHORT_BINBYTES, BINBYTES8) and "bytearray"
+(BYTEARRAY8) the bytes themselves.
+
 Several pickles. After STOP, if bytes remain and the next byte is an opcode, it starts another
 pickle (even if that one fails later); if it is not an opcode, the rest is ``trailing`` and the
 analysis ends. The analysis also ends with the first pickle that does not reach STOP. Each
 pickle starts with an empty stack and memo, like ``pickle.load``. Empty data is one pickle
-with status "truncated" at offset 0. FRAMEs are transparent (as in the C unpickler) but must
-fit in the data. Picklers end the last frame at STOP; if a FRAME announced bytes past STOP,
-``frame_end`` is where it ends: ``pickle.load`` on a buffered file continues after STOP (the
-next pickle analysed here), but the pure-Python unpickler and the C one reading a BytesIO
-continue at ``frame_end`` -- a parser differential worth flagging.
+with status "truncated" at offset 0. The next pickle starts at ``end``, where ``pickle.load``
+on a buffered file continues; the pure-Python unpickler and the C one reading a BytesIO
+continue at ``frame_end`` instead.
+
+Framing (CPython 3.11). The analysis reads the bytes contiguously, as the C unpickler does on
+``pickle.loads``, and records where loaders disagree as ``frame_violations`` (in the order
+found), a fixed set of kinds:
+
+- ``"crosses-frame-end"`` (offset: the opcode): one read of an opcode -- its argument, a length
+  prefix, or a text line -- starts inside the current frame and ends after it. The pure-Python
+  unpickler raises "pickle exhausted before end of frame"; ``pickle.loads`` is not affected;
+  the C unpickler reading a file drops the frame's remaining bytes when the frame was read
+  with ``read()`` (frames larger than the file's buffer) and reads the operand from after the
+  frame -- another value, or a failure. An argument that starts exactly at the frame's end is
+  fine for every loader.
+- ``"frame-in-frame"`` (offset: the FRAME): a FRAME while the current frame still has unread
+  bytes. The pure-Python unpickler raises; the C unpickler accepts it (from a file it may skip
+  bytes).
+- ``"frame-beyond-data"`` (offset: the FRAME): a FRAME announces more bytes than remain. The C
+  unpickler fails ("pickle data was truncated"); the pure-Python unpickler (joblib's) goes on
+  with the shorter frame, so the analysis goes on too. A FRAME length above 2**63-1 fails in
+  every unpickler: error "bad-argument".
+- ``"frame-past-stop"`` (offset: the FRAME): STOP inside a frame that continues after it;
+  ``frame_end`` says where.
+- ``"joblib-data-in-frame"`` (offset: the BUILD): joblib array data follows a BUILD inside a
+  frame that still has unread bytes: joblib reads it from after the frame (and the analysis
+  follows: the rest of the frame first, then the bytes after the array data).
+
+joblib. ``joblib.load`` unpickles with ``pickle._Unpickler`` and, after each BUILD whose
+object is a ``joblib.numpy_pickle.NumpyArrayWrapper`` (or the old
+``sklearn.externals.joblib.numpy_pickle`` one), reads the array from the file itself: for a
+dtype with ``hasobject`` a nested pickle (analysed as its own entry in ``pickles``, with
+``parent`` set and its own memo; its globals and calls are reported like any other), otherwise
+an alignment-padding byte ``p`` (when the wrapper has a ``numpy_array_alignment_bytes``
+attribute that is not None), ``p`` padding bytes, and ``prod(shape) * dtype.itemsize`` raw
+bytes, reported as a ``raw_spans`` entry (``padding`` = 1 + p, or 0) and skipped. The wrapper's
+attributes are followed through its creation (NEWOBJ/NEWOBJ_EX, ``copyreg.__newobj__``,
+``copyreg._reconstructor``, or a constructor call via REDUCE/OBJ/INST), BUILD states (dict
+and slot-state dict, memo included), and the dtype through ``numpy.dtype(typestr, align,
+copy)`` and its BUILD state (versions 0-4, as numpy's ``__setstate__``). When joblib would
+read but the length or kind of the data cannot be determined from the stream (a shape that is
+not a tuple of non-negative ints, an unrecognised dtype, a computed key in the state, a
+possible change of class, an overflow, ...), the pickle stops with error
+"joblib-array-unknown" rather than guess. With ``follow_joblib=False`` the stream is analysed
+as ``pickle.load`` reads it (no raw spans): the bytes joblib skips are opcodes to
+``pickle.load``, so a file with ``raw_spans`` deserves both analyses.
 
 Errors (``pickles[i]["error"]``), a fixed set:
 
 - ``"invalid-opcode"``: a byte that is not an opcode where an opcode was expected.
 - ``"truncated"``: the data ends inside an opcode or its argument (a text line without ``\\n``,
-  a length prefix longer than the bytes left, a FRAME longer than the rest), or before STOP.
+  a length prefix longer than the bytes left), inside joblib array data, or before STOP.
 - ``"stack-underflow"``: an opcode needs more stack items (above the innermost MARK) than exist.
 - ``"mark-missing"``: an opcode needs a MARK and there is none.
 - ``"memo-missing"``: GET/BINGET/LONG_BINGET of a key not stored in this pickle.
 - ``"bad-argument"``: a malformed operand: INT/LONG/FLOAT/GET/PUT text, STRING quoting or
   escapes, UNICODE escapes, text that does not decode (GLOBAL UTF-8, INST/PERSID ASCII,
   BINUNICODE UTF-8), an odd DICT/SETITEMS item count, an EXT code <= 0, a memo key beyond
-  2**63-1 or a negative PUT.
+  2**63-1 or a negative PUT, a FRAME length beyond 2**63-1.
 - ``"negative-length"``: a negative signed length (BINSTRING, LONG4).
 - ``"unsupported-protocol"``: PROTO above 5.
+- ``"joblib-array-unknown"``: see joblib above.
 
-Facts gathered before an error are kept: CPython has already run those opcodes. The analysis
-is lenient where CPython's behaviour depends on the loader or on objects it cannot know
-(types of operands, registered EXT codes, persistent_load, out-of-band buffers, the numeric
-value of INT/LONG/FLOAT text): it goes on where CPython might stop, and stops only where
-CPython's C unpickler stops too (the pure-Python ``pickle._Unpickler`` would also accept memo
-keys beyond 2**63-1).
+A nested pickle that does not reach STOP stops its parent too, with the nested pickle's status,
+error and error offset. Facts gathered before an error are kept: CPython has already run those
+opcodes. The analysis is lenient where CPython's behaviour depends on the loader or on objects
+it cannot know (types of operands, registered EXT codes, persistent_load, out-of-band buffers,
+the numeric value of INT/LONG/FLOAT text): it goes on where CPython might stop, and stops only
+where CPython's C unpickler stops too (the pure-Python ``pickle._Unpickler`` would also accept
+memo keys beyond 2**63-1).
 
 Limits. Hitting one sets the pickle's status to "limit" (``error`` None, ``error_offset`` the
 opcode where it stopped), sets the top-level ``limit`` and ends the analysis. ``max_opcodes``
 counts opcodes over all pickles and is checked before each opcode; ``max_stack`` (stack items
 plus open marks) and ``max_memo`` (distinct memo keys) are checked after each opcode;
-``max_pickles`` before starting each pickle; ``max_facts`` (globals + calls + ext +
-persistent_ids, which bounds the size of the result) after each opcode.
+``max_pickles`` (nested pickles included) before starting each pickle; ``max_facts`` (globals +
+calls + ext + persistent_ids + frame violations + raw spans, which bounds the size of the
+result) after each opcode.
 """
 from __future__ import annotations
 
@@ -117,6 +189,10 @@ __all__ = [
     "engine_name",
     "engine_status",
     "pickle_facts",
+    "pickle_facts_file",
+    "DEFAULT_ZIP_LIMITS",
+    "ZipLimits",
+    "zip_facts",
 ]
 
 _ENV = "MLGUARD_ENGINE"
@@ -140,12 +216,13 @@ class PickleLimits:
     max_stack: int = 1_000_000
     """Stack items plus open MARKs in one pickle."""
     max_pickles: int = 64
-    """Pickles analysed back to back."""
+    """Pickles analysed, back to back or nested (joblib object arrays)."""
     max_string: int = 1024
     """Characters kept of a string operand; longer module/name are cut and marked ``truncated``
     (this does not stop the analysis)."""
     max_facts: int = 1_000_000
-    """Facts recorded (globals + calls + ext + persistent ids): bounds the result's memory."""
+    """Facts recorded (globals + calls + ext + persistent ids + frame violations + raw spans):
+    bounds the result's memory."""
 
     def __post_init__(self) -> None:
         for field in ("max_opcodes", "max_memo", "max_stack", "max_pickles", "max_string", "max_facts"):
@@ -166,9 +243,10 @@ def _load_native():
         if not _native_tried:
             try:
                 import mlguard_rs  # noqa: PLC0415 - optional extension
-                if not hasattr(mlguard_rs, "pickle_facts"):
-                    raise ImportError(f"mlguard_rs {getattr(mlguard_rs, '__version__', '?')} "
-                                      "has no pickle_facts (stale build?)")
+                for kernel in ("pickle_facts", "pickle_facts_file"):
+                    if not hasattr(mlguard_rs, kernel):
+                        raise ImportError(f"mlguard_rs {getattr(mlguard_rs, '__version__', '?')} "
+                                          f"has no {kernel} (stale build?)")
                 _native_module = mlguard_rs
             except Exception as exc:  # ImportError, or a broken build raising something else
                 _native_error = f"{type(exc).__name__}: {exc}"
@@ -232,24 +310,165 @@ def engine_status() -> str:
     return f"python (reference; native extension unavailable: {_native_error})"
 
 
+def _pickle_kwargs(limits: PickleLimits, follow_joblib: bool) -> dict:
+    if not isinstance(limits, PickleLimits):
+        raise TypeError(f"limits must be a PickleLimits, not {type(limits).__name__}")
+    return dict(max_opcodes=limits.max_opcodes, max_memo=limits.max_memo,
+                max_stack=limits.max_stack, max_pickles=limits.max_pickles,
+                max_string=limits.max_string, max_facts=limits.max_facts,
+                follow_joblib=bool(follow_joblib))
+
+
 def pickle_facts(data, *, limits: PickleLimits = DEFAULT_PICKLE_LIMITS,
-                 engine: Optional[str] = None) -> dict:
+                 engine: Optional[str] = None, follow_joblib: bool = True) -> dict:
     """Facts about the pickle stream(s) in ``data``; see the module docstring for the schema.
 
     ``data`` is any bytes-like object (bytes, bytearray, memoryview, mmap.mmap, ...); the native
     engine reads it in place and releases the GIL while parsing. ``engine`` forces ``"native"``
-    or ``"python"`` for this call. Never raises because of the content of ``data``.
+    or ``"python"`` for this call. ``follow_joblib=False`` reads the stream as ``pickle.load``
+    does, without skipping joblib array data. Never raises because of the content of ``data``.
+    For a file, prefer :func:`pickle_facts_file` (bounded memory).
     """
-    if not isinstance(limits, PickleLimits):
-        raise TypeError(f"limits must be a PickleLimits, not {type(limits).__name__}")
+    kwargs = _pickle_kwargs(limits, follow_joblib)
     with memoryview(data) as view:  # TypeError for non-buffers, same for both engines
         contiguous = view.c_contiguous
     if not contiguous:
         data = memoryview(data).tobytes()
-    kwargs = dict(max_opcodes=limits.max_opcodes, max_memo=limits.max_memo,
-                  max_stack=limits.max_stack, max_pickles=limits.max_pickles,
-                  max_string=limits.max_string, max_facts=limits.max_facts)
     if _choose(engine) == "native":
         return _native_module.pickle_facts(data, **kwargs)
     from .pure import pickle as pure_pickle  # noqa: PLC0415 - only when needed
     return pure_pickle.analyze(data, **kwargs)
+
+
+def pickle_facts_file(path, offset: int = 0, length: Optional[int] = None, *,
+                      limits: PickleLimits = DEFAULT_PICKLE_LIMITS, engine: Optional[str] = None,
+                      follow_joblib: bool = True) -> dict:
+    """:func:`pickle_facts` of ``length`` bytes (None: the rest) of the file at ``path`` from
+    ``offset``: the same facts as ``pickle_facts(file_bytes[offset:offset + length])``.
+
+    The native engine maps the file privately and releases the pages behind the parser, so
+    memory does not grow with the file (only with the facts and the pickle's own stack and memo,
+    which the limits bound). Raises OSError if the file cannot be opened and ValueError if the
+    range is not inside the file; never because of the content.
+    """
+    kwargs = _pickle_kwargs(limits, follow_joblib)
+    path = os.fspath(path)
+    for name, value in (("offset", offset), ("length", length)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be a non-negative int, not {value!r}")
+    size = os.stat(path).st_size
+    if offset > size or (length is not None and offset + length > size):
+        raise ValueError(f"range [{offset}, {offset if length is None else offset + length}) is "
+                         f"beyond the end of {path!r} ({size} bytes)")
+    if _choose(engine) == "native":
+        return _native_module.pickle_facts_file(path, offset, length, **kwargs)
+    from .pure import pickle as pure_pickle  # noqa: PLC0415 - only when needed
+    return pure_pickle.analyze_file(path, offset, length, **kwargs)
+
+
+# ------------------------------------------------------------------------------ zip kernel ----
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Bounds on the work :func:`zip_facts` does for one input."""
+
+    max_members: int = 100_000
+    """Central-directory entries (plus local-only entries found in gaps) read, at most."""
+    max_name_bytes: int = 32 << 20
+    """Bytes of member names read, summed (each name is at most 64 KiB by format)."""
+
+    def __post_init__(self) -> None:
+        for field in ("max_members", "max_name_bytes"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ValueError(f"ZipLimits.{field} must be an int in [0, 2**63), not {value!r}")
+
+
+DEFAULT_ZIP_LIMITS = ZipLimits()
+
+
+def zip_facts(data, *, limits: ZipLimits = DEFAULT_ZIP_LIMITS, local_headers: bool = True,
+              skim_dir: Optional[str] = None, skim_min: int = 64, engine: Optional[str] = None) -> dict:
+    """Facts about the zip archive in ``data`` (any bytes-like object; read in place, GIL released).
+
+    Nothing is decompressed. Never raises because of the content of ``data``. Returns::
+
+        {"size": int,                            # len(data)
+         "eocd": None | {"offset", "disk", "cd_disk", "entries_disk", "entries", "cd_size",
+                         "cd_offset", "comment_length"},   # the end record, as declared
+         "zip64": None | {"locator_offset", "declared_offset",
+                          "offset": None | int,  # where the zip64 end record was found
+                          "entries", "cd_size", "cd_offset"},   # None when it was not found
+         "cd_start": None | int,                 # where the central directory really starts
+         "shift": int,                           # cd_start - declared offset: added to every
+                                                 # declared offset (bytes prepended to the zip)
+         "start": None | int,                    # lowest local-header offset: bytes before it
+                                                 # are not part of the archive
+         "trailing": int,                        # bytes after the end record and its comment
+         "entries_declared": None | int, "entries_found": int,
+         "members": [{                           # directory order, skimmed ones left out, then
+                                                 # local-only entries (found in gaps)
+             "index": int,                       # position in the directory (local-only: after)
+             "central": bool,                    # False for a local header no entry points to
+             "name": str,                        # central name (local-only: local name)
+             "header_offset": int,               # local header position (shift applied)
+             "method", "flags", "crc32", "compressed_size", "uncompressed_size",
+                                                 # as the directory declares (zip64 applied)
+             "local": None | {"name", "flags", "method", "crc32", "compressed_size",
+                              "uncompressed_size", "extra_length"},   # the local header's claims
+             "data_offset": None | int,          # where the data starts, reading the local
+                                                 # header as zipfile and torch (miniz) do
+             "descriptor": None | {"crc32", "compressed_size", "uncompressed_size",
+                                   "signature": bool},   # data descriptor (flag bit 3)
+             "mismatch": [str],                  # local vs central: "name", "flags", "method",
+                                                 # "crc32", "compressed_size", "uncompressed_size"
+                                                 # (zeros in a bit-3 local header are not a
+                                                 # mismatch); descriptor vs central:
+                                                 # "descriptor_crc32", "descriptor_compressed_size",
+                                                 # "descriptor_uncompressed_size"
+             "duplicate": None | "exact" | "case",   # another directory entry has the same raw
+                                                 # name / the same up to ASCII case (torch's
+                                                 # miniz lookup ignores case)
+             "encrypted": bool,                  # flag bit 0
+             "overlap": bool,                    # starts inside another member's bytes
+             "head": None | bytes,               # first <= 16 raw bytes of the data
+             "errors": [str]}],                  # see below
+         "skimmed": [{"dir", "members", "compressed_size"}],
+         "gaps": [{"offset", "length"}],         # bytes before the directory no member covers
+         "errors": [{"code", "offset": None | int}],
+         "limit": None | "members" | "names"}
+
+    Names are UTF-8 when flag bit 11 is set and they decode, else cp437 (as :mod:`zipfile`).
+    The end record is the last signature in the final 64 KiB + 22 bytes with a whole record after
+    it; the directory is located where the end record (or zip64 end record) says it ends, else at
+    its declared offset. Archive errors: ``no-end-record``, ``comment-truncated``,
+    ``zip64-record-missing``, ``multi-disk``, ``directory-not-found``, ``directory-truncated``,
+    ``directory-corrupt``. Member errors: ``name-not-utf8``, ``extra-corrupt``,
+    ``local-extra-corrupt``, ``zip64-extra-bad``, ``local-header-missing``,
+    ``local-header-truncated``, ``data-out-of-range`` (runs into the directory or past the end),
+    ``descriptor-missing``, ``size-unknown`` (a local-only entry with bit 3 and no size).
+
+    ``local_headers=False`` reads the directory only (no local facts, descriptors, heads, gaps).
+    ``skim_dir``/``skim_min``: the *ordinary* members (ASCII name, stored, only flag bits 3 and
+    11, equal sizes, unique name, no error, no overlap) of a directory whose last component is
+    ``skim_dir`` and that holds at least ``skim_min`` members are not visited (their local
+    headers and data are never touched): they are only counted in ``skimmed``. Bytes after a
+    skimmed member that its unread local name, extra field and descriptor may fill are not
+    reported as gaps. Without an end record, local headers are walked from offset 0.
+    """
+    if not isinstance(limits, ZipLimits):
+        raise TypeError(f"limits must be a ZipLimits, not {type(limits).__name__}")
+    with memoryview(data) as view:  # TypeError for non-buffers, same for both engines
+        contiguous = view.c_contiguous
+    if not contiguous:
+        data = memoryview(data).tobytes()
+    if skim_dir is not None and not (isinstance(skim_dir, str) and skim_dir.isascii()):
+        raise ValueError(f"skim_dir must be an ASCII str or None, not {skim_dir!r}")
+    if isinstance(skim_min, bool) or not isinstance(skim_min, int) or not 0 <= skim_min < 2**63:
+        raise ValueError(f"skim_min must be an int in [0, 2**63), not {skim_min!r}")
+    kwargs = dict(max_members=limits.max_members, max_name_bytes=limits.max_name_bytes,
+                  local_headers=bool(local_headers), skim_dir=skim_dir, skim_min=skim_min)
+    if _choose(engine) == "native" and hasattr(_native_module, "zip_facts"):
+        return _native_module.zip_facts(data, **kwargs)
+    from .pure import zip as pure_zip  # noqa: PLC0415 - only when needed
+    return pure_zip.analyze(data, **kwargs)

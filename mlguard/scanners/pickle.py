@@ -27,15 +27,18 @@ class GlobalPolicy:
     dangerous_modules: frozenset
     suspicious_modules: frozenset
     deserializers: frozenset
+    unimportable_modules: frozenset
 
     @classmethod
     @functools.lru_cache(maxsize=None)
     def default(cls) -> "GlobalPolicy":
         data = load_data("pickle_globals.yaml")
-        return cls(aliases=dict(data["module_aliases"]), safe=frozenset(data["safe"]),
+        return cls(aliases=dict(data["module_aliases"]),
+                   safe=frozenset(data["safe"]) | frozenset(data["safe_curated"]),
                    dangerous=frozenset(data["dangerous"]), dangerous_modules=frozenset(data["dangerous_modules"]),
                    suspicious_modules=frozenset(data["suspicious_modules"]),
-                   deserializers=frozenset(data["deserializers"]))
+                   deserializers=frozenset(data["deserializers"]),
+                   unimportable_modules=frozenset(data["unimportable_modules"]))
 
     def normalise(self, module: str, name: str) -> tuple[str, str]:
         """The module and name CPython resolves: Python 2 renames (``__builtin__``, ``cPickle``, ...) as
@@ -68,7 +71,7 @@ class GlobalPolicy:
         if self._in(module, self.dangerous_modules) or any(
                 self._in(chain.rsplit(".", 1)[0], self.dangerous_modules) for chain in walked):
             return "dangerous"
-        if full in allowed:
+        if full in allowed or self._in(module, self.unimportable_modules):
             return "safe"
         if self._in(module, self.suspicious_modules):
             return "suspicious"

@@ -3,6 +3,7 @@
 //! types, releases the GIL while a kernel runs and returns plain Python data.
 
 pub mod pickle;
+pub mod zip;
 
 #[cfg(feature = "python")]
 mod bindings {
@@ -161,6 +162,7 @@ mod bindings {
         for p in &f.pickles {
             let d = PyDict::new(py);
             d.set_item(intern!(py, "index"), p.index)?;
+            d.set_item(intern!(py, "parent"), p.parent)?;
             d.set_item(intern!(py, "start"), p.start)?;
             d.set_item(intern!(py, "end"), p.end)?;
             d.set_item(intern!(py, "frame_end"), p.frame_end)?;
@@ -169,6 +171,14 @@ mod bindings {
             d.set_item(intern!(py, "status"), p.status.as_str())?;
             d.set_item(intern!(py, "error"), p.error.map(|e| e.as_str()))?;
             d.set_item(intern!(py, "error_offset"), p.error_offset)?;
+            let violations = PyList::empty(py);
+            for v in &p.frame_violations {
+                let vd = PyDict::new(py);
+                vd.set_item(k_offset, v.offset)?;
+                vd.set_item(intern!(py, "kind"), v.kind.as_str())?;
+                violations.append(vd)?;
+            }
+            d.set_item(intern!(py, "frame_violations"), violations)?;
             pickles.append(d)?;
         }
 
@@ -199,6 +209,16 @@ mod bindings {
             d.set_item(k_offset, c.offset)?;
             d.set_item(k_opcode, opname(c.opcode))?;
             d.set_item(intern!(py, "target"), c.target)?;
+            let args = PyList::empty(py);
+            for a in &c.args {
+                let ad = PyDict::new(py);
+                ad.set_item(intern!(py, "index"), a.index)?;
+                ad.set_item(intern!(py, "kind"), a.kind.as_str())?;
+                ad.set_item(k_offset, a.offset)?;
+                ad.set_item(intern!(py, "length"), a.length)?;
+                args.append(ad)?;
+            }
+            d.set_item(intern!(py, "args"), args)?;
             calls.append(d)?;
         }
 
@@ -232,6 +252,17 @@ mod bindings {
         out.set_item(intern!(py, "calls"), calls)?;
         out.set_item(intern!(py, "ext"), ext)?;
         out.set_item(intern!(py, "persistent_ids"), pids)?;
+        let spans = PyList::empty(py);
+        for r in &f.raw_spans {
+            let d = PyDict::new(py);
+            d.set_item(k_pickle, r.pickle)?;
+            d.set_item(k_offset, r.offset)?;
+            d.set_item(intern!(py, "length"), r.length)?;
+            d.set_item(intern!(py, "padding"), r.padding)?;
+            d.set_item(intern!(py, "kind"), r.kind())?;
+            spans.append(d)?;
+        }
+        out.set_item(intern!(py, "raw_spans"), spans)?;
         out.set_item(intern!(py, "opcode_counts"), counts)?;
         out.set_item(intern!(py, "limit"), f.limit.map(|l| l.as_str()))?;
         match f.trailing {
@@ -246,12 +277,13 @@ mod bindings {
         Ok(out)
     }
 
-    /// pickle_facts(data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts)
+    /// pickle_facts(data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string,
+    ///              max_facts, follow_joblib=True)
     ///
     /// Facts about the pickle(s) in a bytes-like object; see `mlguard.engine.pickle_facts`,
     /// which is the supported entry point. The GIL is released while parsing.
     #[pyfunction]
-    #[pyo3(signature = (data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts))]
+    #[pyo3(signature = (data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts, follow_joblib=true))]
     #[allow(clippy::too_many_arguments)] // one keyword argument per limit
     fn pickle_facts<'py>(
         py: Python<'py>,
@@ -262,6 +294,7 @@ mod bindings {
         max_pickles: u64,
         max_string: u64,
         max_facts: u64,
+        follow_joblib: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         if max_string > u32::MAX as u64 {
             return Err(PyValueError::new_err("max_string is too large"));
@@ -274,18 +307,213 @@ mod bindings {
             max_string,
             max_facts,
         };
+        let opts = pickle::Options { follow_joblib };
         let input = Input::new(data)?;
         let slice: &[u8] = input.as_slice();
-        let facts = py.detach(|| pickle::analyze(slice, &limits));
+        let facts = py.detach(|| pickle::analyze_with(slice, &limits, &opts, None));
         let out = facts_to_py(py, &facts);
         drop(input);
         out
     }
 
+    /// pickle_facts_file(path, offset, length, *, max_opcodes, ..., follow_joblib=True)
+    ///
+    /// `pickle_facts` of `length` bytes (None: the rest) of a file from `offset`, read through
+    /// a private mapping whose pages are released behind the parser. GIL released.
+    #[pyfunction]
+    #[pyo3(signature = (path, offset, length, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts, follow_joblib=true))]
+    #[allow(clippy::too_many_arguments)] // one keyword argument per limit
+    fn pickle_facts_file<'py>(
+        py: Python<'py>,
+        path: std::path::PathBuf,
+        offset: u64,
+        length: Option<u64>,
+        max_opcodes: u64,
+        max_memo: u64,
+        max_stack: u64,
+        max_pickles: u64,
+        max_string: u64,
+        max_facts: u64,
+        follow_joblib: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if max_string > u32::MAX as u64 {
+            return Err(PyValueError::new_err("max_string is too large"));
+        }
+        let limits = pickle::Limits {
+            max_opcodes,
+            max_memo,
+            max_stack,
+            max_pickles,
+            max_string,
+            max_facts,
+        };
+        let opts = pickle::Options { follow_joblib };
+        let facts = py
+            .detach(|| pickle::analyze_file(&path, offset, length, &limits, &opts))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidInput => PyValueError::new_err(e.to_string()),
+                _ => PyErr::from(e),
+            })?;
+        facts_to_py(py, &facts)
+    }
+
+    // ---------------------------------------------------------------- zip kernel (zip.rs) ----
+    // Kept apart from the pickle bindings above: conversion of `zip::Facts` to plain Python data.
+
+    fn zip_member_to_py<'py>(py: Python<'py>, m: &crate::zip::Member) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "index"), m.index)?;
+        d.set_item(intern!(py, "central"), m.central)?;
+        d.set_item(intern!(py, "name"), m.name.as_ref())?;
+        d.set_item(intern!(py, "header_offset"), m.header_offset)?;
+        d.set_item(intern!(py, "method"), m.method)?;
+        d.set_item(intern!(py, "flags"), m.flags)?;
+        d.set_item(intern!(py, "crc32"), m.crc32)?;
+        d.set_item(intern!(py, "compressed_size"), m.compressed_size)?;
+        d.set_item(intern!(py, "uncompressed_size"), m.uncompressed_size)?;
+        match &m.local {
+            Some(l) => {
+                let ld = PyDict::new(py);
+                ld.set_item(intern!(py, "name"), l.name.as_str())?;
+                ld.set_item(intern!(py, "flags"), l.flags)?;
+                ld.set_item(intern!(py, "method"), l.method)?;
+                ld.set_item(intern!(py, "crc32"), l.crc32)?;
+                ld.set_item(intern!(py, "compressed_size"), l.compressed_size)?;
+                ld.set_item(intern!(py, "uncompressed_size"), l.uncompressed_size)?;
+                ld.set_item(intern!(py, "extra_length"), l.extra_length)?;
+                d.set_item(intern!(py, "local"), ld)?;
+            }
+            None => d.set_item(intern!(py, "local"), py.None())?,
+        }
+        d.set_item(intern!(py, "data_offset"), m.data_offset)?;
+        match &m.descriptor {
+            Some(x) => {
+                let dd = PyDict::new(py);
+                dd.set_item(intern!(py, "crc32"), x.crc32)?;
+                dd.set_item(intern!(py, "compressed_size"), x.compressed_size)?;
+                dd.set_item(intern!(py, "uncompressed_size"), x.uncompressed_size)?;
+                dd.set_item(intern!(py, "signature"), x.signature)?;
+                d.set_item(intern!(py, "descriptor"), dd)?;
+            }
+            None => d.set_item(intern!(py, "descriptor"), py.None())?,
+        }
+        d.set_item(intern!(py, "mismatch"), PyList::new(py, m.mismatch.iter())?)?;
+        d.set_item(intern!(py, "duplicate"), m.duplicate)?;
+        d.set_item(intern!(py, "encrypted"), m.encrypted())?;
+        d.set_item(intern!(py, "overlap"), m.overlap)?;
+        match m.head {
+            Some(h) => d.set_item(intern!(py, "head"), PyBytes::new(py, h))?,
+            None => d.set_item(intern!(py, "head"), py.None())?,
+        }
+        d.set_item(intern!(py, "errors"), PyList::new(py, m.errors.iter())?)?;
+        Ok(d)
+    }
+
+    fn zip_facts_to_py<'py>(py: Python<'py>, f: &crate::zip::Facts) -> PyResult<Bound<'py, PyDict>> {
+        let k_offset = intern!(py, "offset");
+        let out = PyDict::new(py);
+        out.set_item(intern!(py, "size"), f.size)?;
+        match &f.eocd {
+            Some(e) => {
+                let d = PyDict::new(py);
+                d.set_item(k_offset, e.offset)?;
+                d.set_item(intern!(py, "disk"), e.disk)?;
+                d.set_item(intern!(py, "cd_disk"), e.cd_disk)?;
+                d.set_item(intern!(py, "entries_disk"), e.entries_disk)?;
+                d.set_item(intern!(py, "entries"), e.entries)?;
+                d.set_item(intern!(py, "cd_size"), e.cd_size)?;
+                d.set_item(intern!(py, "cd_offset"), e.cd_offset)?;
+                d.set_item(intern!(py, "comment_length"), e.comment_length)?;
+                out.set_item(intern!(py, "eocd"), d)?;
+            }
+            None => out.set_item(intern!(py, "eocd"), py.None())?,
+        }
+        match &f.zip64 {
+            Some(z) => {
+                let d = PyDict::new(py);
+                d.set_item(intern!(py, "locator_offset"), z.locator_offset)?;
+                d.set_item(intern!(py, "declared_offset"), z.declared_offset)?;
+                d.set_item(k_offset, z.offset)?;
+                d.set_item(intern!(py, "entries"), z.entries)?;
+                d.set_item(intern!(py, "cd_size"), z.cd_size)?;
+                d.set_item(intern!(py, "cd_offset"), z.cd_offset)?;
+                out.set_item(intern!(py, "zip64"), d)?;
+            }
+            None => out.set_item(intern!(py, "zip64"), py.None())?,
+        }
+        out.set_item(intern!(py, "cd_start"), f.cd_start)?;
+        out.set_item(intern!(py, "shift"), f.shift)?;
+        out.set_item(intern!(py, "start"), f.start)?;
+        out.set_item(intern!(py, "trailing"), f.trailing)?;
+        out.set_item(intern!(py, "entries_declared"), f.entries_declared)?;
+        out.set_item(intern!(py, "entries_found"), f.entries_found)?;
+        let members = PyList::empty(py);
+        for m in &f.members {
+            members.append(zip_member_to_py(py, m)?)?;
+        }
+        out.set_item(intern!(py, "members"), members)?;
+        let skimmed = PyList::empty(py);
+        for s in &f.skimmed {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "dir"), s.dir.as_str())?;
+            d.set_item(intern!(py, "members"), s.members)?;
+            d.set_item(intern!(py, "compressed_size"), s.compressed_size)?;
+            skimmed.append(d)?;
+        }
+        out.set_item(intern!(py, "skimmed"), skimmed)?;
+        let gaps = PyList::empty(py);
+        for g in &f.gaps {
+            let d = PyDict::new(py);
+            d.set_item(k_offset, g.offset)?;
+            d.set_item(intern!(py, "length"), g.length)?;
+            gaps.append(d)?;
+        }
+        out.set_item(intern!(py, "gaps"), gaps)?;
+        let errors = PyList::empty(py);
+        for e in &f.errors {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "code"), e.code)?;
+            d.set_item(k_offset, e.offset)?;
+            errors.append(d)?;
+        }
+        out.set_item(intern!(py, "errors"), errors)?;
+        out.set_item(intern!(py, "limit"), f.limit)?;
+        Ok(out)
+    }
+
+    /// zip_facts(data, *, max_members, max_name_bytes, local_headers, skim_dir, skim_min)
+    ///
+    /// Facts about the zip structure of a bytes-like object; see `mlguard.engine.zip_facts`,
+    /// which is the supported entry point. The GIL is released while parsing.
+    #[pyfunction]
+    #[pyo3(signature = (data, *, max_members, max_name_bytes, local_headers, skim_dir, skim_min))]
+    fn zip_facts<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        max_members: u64,
+        max_name_bytes: u64,
+        local_headers: bool,
+        skim_dir: Option<String>,
+        skim_min: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let limits = crate::zip::Limits { max_members, max_name_bytes };
+        let opts = crate::zip::Options { local_headers, skim_dir: skim_dir.as_deref(), skim_min };
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let facts = py.detach(|| crate::zip::analyze(slice, &limits, &opts));
+        let out = zip_facts_to_py(py, &facts);
+        drop(facts);
+        drop(input);
+        out
+    }
+    // ------------------------------------------------------------ end of zip kernel bindings ----
+
     #[pymodule]
     fn mlguard_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add_function(wrap_pyfunction!(pickle_facts, m)?)?;
+        m.add_function(wrap_pyfunction!(pickle_facts_file, m)?)?;
+        m.add_function(wrap_pyfunction!(zip_facts, m)?)?;
         Ok(())
     }
 }

