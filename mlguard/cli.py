@@ -1,13 +1,10 @@
 """The ``ml-guard`` command line. Scanning machinery is imported inside commands to keep start-up fast."""
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import click
 
@@ -47,6 +44,9 @@ def _fail(message: str) -> None:
 
 def _write_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so readers never see a half-written report."""
+    import tempfile
+    from pathlib import Path
+
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
     try:
@@ -147,6 +147,8 @@ def rules_command(fmt: str) -> None:
 
     cat = catalog()
     if fmt == "json":
+        import json
+
         click.echo(json.dumps([{"id": r.id, "scanner": r.scanner, "severity": r.severity.value, "title": r.title,
                                 "cwe": r.cwe, "tags": list(r.tags), "aliases": list(r.aliases)} for r in cat],
                               indent=2))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -124,6 +123,8 @@ class Finding:
 
 def fingerprint(rule_id: str, path: str, member: str | None, key: str) -> str:
     """Stable fingerprint of a finding: same rule, file, member and scanner-chosen key give the same value."""
+    import hashlib
+
     text = "\x1f".join((rule_id, path, member or "", key))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

@@ -7,7 +7,7 @@ pub mod zip;
 
 #[cfg(feature = "python")]
 mod bindings {
-    use crate::pickle::{self, Facts, Text};
+    use crate::pickle::{self, ArgValue, Facts, Text};
     use pyo3::exceptions::PyValueError;
     use pyo3::intern;
     use pyo3::prelude::*;
@@ -213,9 +213,15 @@ mod bindings {
             for a in &c.args {
                 let ad = PyDict::new(py);
                 ad.set_item(intern!(py, "index"), a.index)?;
-                ad.set_item(intern!(py, "kind"), a.kind.as_str())?;
-                ad.set_item(k_offset, a.offset)?;
-                ad.set_item(intern!(py, "length"), a.length)?;
+                ad.set_item(intern!(py, "kind"), a.kind_str())?;
+                match a.value {
+                    ArgValue::Literal { offset, length, .. } => {
+                        ad.set_item(k_offset, offset)?;
+                        ad.set_item(intern!(py, "length"), length)?;
+                    }
+                    // no offset/length keys: the value is globals[index]
+                    ArgValue::Global(g) => ad.set_item(intern!(py, "global"), g)?,
+                }
                 args.append(ad)?;
             }
             d.set_item(intern!(py, "args"), args)?;

@@ -6,7 +6,7 @@
 //! imported globals keep their index in [`Facts::globals`], call results remember which global
 //! produced them, and small literals (ints, tuples, the dicts and dtypes joblib writes) are
 //! tracked just far enough to follow joblib's array data. It records facts only (imports, call
-//! sites with their literal arguments, extension codes, persistent ids, framing violations,
+//! sites with their literal and global arguments, extension codes, persistent ids, framing violations,
 //! joblib raw spans, opcode counts, where and why parsing stopped); deciding what is dangerous
 //! is the Python policy's job.
 //!
@@ -29,7 +29,7 @@ use std::collections::HashMap;
 /// Highest pickle protocol CPython's unpickler accepts (`pickle.HIGHEST_PROTOCOL`).
 pub const HIGHEST_PROTOCOL: u8 = 5;
 
-/// Literal arguments reported per call, at most.
+/// Arguments (string/bytes literals and imported globals) reported per call, at most.
 pub const MAX_ARGS: usize = 8;
 
 /// Items of a tuple kept for evaluation and argument facts; later items are not tracked.
@@ -433,14 +433,37 @@ impl ArgKind {
     }
 }
 
-/// A string or bytes literal passed to a call: where its payload lies in the data.
+/// What a reported call argument is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgValue {
+    /// A string or bytes literal: its payload is `data[offset..offset + length]`, to decode as
+    /// `kind` says.
+    Literal {
+        kind: ArgKind,
+        offset: usize,
+        length: usize,
+    },
+    /// An imported object (the value a GLOBAL or STACK_GLOBAL pushed, directly or fetched from
+    /// the memo): index into [`Facts::globals`].
+    Global(usize),
+}
+
+/// A string/bytes literal or an imported global passed to a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArgFact {
     /// Position in the call's argument tuple (see the facade docs).
     pub index: usize,
-    pub kind: ArgKind,
-    pub offset: usize,
-    pub length: usize,
+    pub value: ArgValue,
+}
+
+impl ArgFact {
+    /// The facade's `kind`: an [`ArgKind`] name, or `"global"`.
+    pub fn kind_str(&self) -> &'static str {
+        match self.value {
+            ArgValue::Literal { kind, .. } => kind.as_str(),
+            ArgValue::Global(_) => "global",
+        }
+    }
 }
 
 /// Bytes of the data that are not opcodes and that a loader reads raw.
@@ -542,7 +565,8 @@ pub struct CallFact {
     pub opcode: u8,
     /// Index into [`Facts::globals`] of what is called (see the facade docs), if known.
     pub target: Option<usize>,
-    /// String and bytes literals among the direct arguments (at most [`MAX_ARGS`]).
+    /// String and bytes literals and imported globals among the direct arguments, in order
+    /// (at most [`MAX_ARGS`]).
     pub args: Vec<ArgFact>,
 }
 
@@ -829,7 +853,7 @@ impl Tuples {
     /// The argument facts of a call whose argument tuple is `v`.
     fn args(&self, v: &Val) -> Vec<ArgFact> {
         match self.get(v) {
-            Some((items, _)) => literal_args(items, 0),
+            Some((items, _)) => arg_facts(items, 0),
             None => Vec::new(),
         }
     }
@@ -902,21 +926,32 @@ impl Val {
     }
 }
 
-/// String/bytes literals among `items` as argument facts (index counted from `first`).
-fn literal_args(items: &[Val], first: usize) -> Vec<ArgFact> {
+/// String/bytes literals and imported globals among `items` as argument facts (index counted
+/// from `first`), at most [`MAX_ARGS`].
+fn arg_facts(items: &[Val], first: usize) -> Vec<ArgFact> {
     let mut out = Vec::new();
     for (i, v) in items.iter().enumerate() {
-        if let Some((kind, _, off, len)) = v.lit() {
-            if out.len() == MAX_ARGS {
-                break;
-            }
-            out.push(ArgFact {
-                index: first + i,
-                kind: kind.arg_kind(),
-                offset: off,
-                length: len,
-            });
+        let value = match *v {
+            Val::Str { .. } => match v.lit() {
+                Some((kind, _, offset, length)) => ArgValue::Literal {
+                    kind: kind.arg_kind(),
+                    offset,
+                    length,
+                },
+                None => continue,
+            },
+            // NO_GLOBAL: an index beyond u32 (never with real limits); not reported, as a
+            // call's `target`
+            Val::Global(g) if g != NO_GLOBAL => ArgValue::Global(g as usize),
+            _ => continue,
+        };
+        if out.len() == MAX_ARGS {
+            break;
         }
+        out.push(ArgFact {
+            index: first + i,
+            value,
+        });
     }
     out
 }
@@ -2480,7 +2515,7 @@ impl<'a> Machine<'a> {
                         at,
                         code,
                         Some(g),
-                        literal_args(std::slice::from_ref(&v), 0),
+                        arg_facts(std::slice::from_ref(&v), 0),
                     );
                 }
             }
@@ -2490,7 +2525,7 @@ impl<'a> Machine<'a> {
                     return err(ErrorCode::StackUnderflow);
                 }
                 if let Val::Global(g) = self.stack[m - 1] {
-                    let args = literal_args(&self.stack[m..], 0);
+                    let args = arg_facts(&self.stack[m..], 0);
                     self.add_call(ctx, at, code, Some(g), args);
                 }
                 self.stack.truncate(m);
@@ -2500,7 +2535,7 @@ impl<'a> Machine<'a> {
                 let len = self.stack.len();
                 match self.stack[len - 3] {
                     Val::Global(g) => {
-                        let args = literal_args(&self.stack[len - 2..], 0);
+                        let args = arg_facts(&self.stack[len - 2..], 0);
                         self.add_call(ctx, at, code, Some(g), args);
                     }
                     Val::Dict(id) => track_pairs(
@@ -2524,7 +2559,7 @@ impl<'a> Machine<'a> {
                 }
                 match self.stack[m - 1] {
                     Val::Global(g) => {
-                        let args = literal_args(&self.stack[m..], 0);
+                        let args = arg_facts(&self.stack[m..], 0);
                         self.add_call(ctx, at, code, Some(g), args);
                     }
                     Val::Dict(id) => track_pairs(
@@ -2601,7 +2636,7 @@ impl<'a> Machine<'a> {
                 );
                 if code == INST {
                     let mk = self.pop_mark()?;
-                    let args = literal_args(&self.stack[mk..], 0);
+                    let args = arg_facts(&self.stack[mk..], 0);
                     self.add_call(ctx, at, INST, Some(g), args);
                     let len = self.stack.len();
                     let how = if len == mk { How::New } else { How::Call };
@@ -2680,7 +2715,7 @@ impl<'a> Machine<'a> {
                     at,
                     code,
                     Some(target),
-                    literal_args(std::slice::from_ref(&state), 0),
+                    arg_facts(std::slice::from_ref(&state), 0),
                 );
                 if self.joblib {
                     self.joblib_build(ctx, at, &state)?;
@@ -2714,7 +2749,7 @@ impl<'a> Machine<'a> {
                     Val::Global(g) => g,
                     _ => NO_GLOBAL,
                 };
-                let args = literal_args(&self.stack[m + 1..], 0);
+                let args = arg_facts(&self.stack[m + 1..], 0);
                 self.add_call(ctx, at, code, Some(target), args);
                 let len = self.stack.len();
                 let how = if len == m + 1 { How::New } else { How::Call };
@@ -4201,10 +4236,21 @@ mod tests {
         d.extend(b"(cbuiltins\neval\nh\x00K\x01o.");
         let f = run(&d);
         assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
+        let lit = |a: &ArgFact| match a.value {
+            ArgValue::Literal {
+                kind,
+                offset,
+                length,
+            } => (kind, offset, length),
+            ArgValue::Global(_) => panic!("not a literal: {a:?}"),
+        };
         let a: Vec<(usize, &str, &[u8])> = f.calls[0]
             .args
             .iter()
-            .map(|a| (a.index, a.kind.as_str(), &d[a.offset..a.offset + a.length]))
+            .map(|a| {
+                let (kind, offset, length) = lit(a);
+                (a.index, kind.as_str(), &d[offset..offset + length])
+            })
             .collect();
         assert_eq!(
             a,
@@ -4216,7 +4262,7 @@ mod tests {
         );
         assert_eq!(f.calls[1].opcode, op::OBJ);
         assert_eq!(f.calls[1].args.len(), 1);
-        assert_eq!(f.calls[1].args[0].offset, f.calls[0].args[0].offset);
+        assert_eq!(lit(&f.calls[1].args[0]).1, lit(&f.calls[0].args[0]).1);
         // at most MAX_ARGS per call
         let mut d = b"cbuiltins\nprint\n(".to_vec();
         for _ in 0..20 {
@@ -4224,6 +4270,75 @@ mod tests {
         }
         d.extend(b"tR.");
         assert_eq!(run(&d).calls[0].args.len(), MAX_ARGS);
+    }
+
+    #[test]
+    fn global_arguments() {
+        // getattr(zoneinfo.ZoneInfo, "_unpickle"), as CPython pickles a bound classmethod
+        // (protocol 2), then the method called with ("Europe/Paris", 1)
+        let mut d = b"\x80\x02c__builtin__\ngetattr\nq\x00czoneinfo\nZoneInfo\nq\x01".to_vec();
+        d.extend(b"X\x09\x00\x00\x00_unpickleq\x02\x86q\x03Rq\x04");
+        d.extend(b"X\x0c\x00\x00\x00Europe/Parisq\x05K\x01\x86q\x06Rq\x07.");
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
+        assert_eq!(f.calls[0].target, Some(0));
+        assert_eq!(f.calls[0].args[0], ArgFact { index: 0, value: ArgValue::Global(1) });
+        assert_eq!(f.calls[0].args[0].kind_str(), "global");
+        assert!(matches!(f.calls[0].args[1].value, ArgValue::Literal { kind: ArgKind::Str, .. }));
+        assert_eq!(f.calls[0].args.len(), 2);
+        assert_eq!(f.calls[1].args.len(), 1); // "Europe/Paris"; the int is not reported
+        // globals from the memo (BINGET, GET, LONG_BINGET) and from STACK_GLOBAL; a call result
+        // and a global inside a nested tuple are not reported
+        let mut d = b"\x80\x04cfunctools\npartial\nq\x07".to_vec();
+        d.extend(su("builtins"));
+        d.extend(su("len"));
+        d.extend([op::STACK_GLOBAL, op::MEMOIZE]); // global 1, memo 0
+        d.extend(b"0(h\x07g0\nj\x07\x00\x00\x00h\x00\x85h\x00\x85RK\x01tR.");
+        let f = run(&d);
+        assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
+        let call = f.calls.last().unwrap();
+        assert_eq!(call.target, None); // the callable is the result of functools.partial(len)
+        let got: Vec<(usize, ArgValue)> = f.calls[0].args.iter().map(|a| (a.index, a.value)).collect();
+        assert_eq!(got, vec![(0, ArgValue::Global(1))]);
+        // the outer REDUCE: (partial, len, partial, (len,), result, 1) -- wait, see the layout
+        let got: Vec<(usize, ArgValue)> = call.args.iter().map(|a| (a.index, a.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, ArgValue::Global(0)),
+                (1, ArgValue::Global(1)),
+                (2, ArgValue::Global(0)),
+            ]
+        );
+        // the cap counts globals and literals together
+        let mut d = b"cbuiltins\nprint\n(".to_vec();
+        for i in 0..20 {
+            d.extend(if i % 2 == 0 { su("x") } else { b"cos\nsep\n".to_vec() });
+        }
+        d.extend(b"tR.");
+        let f = run(&d);
+        assert_eq!(f.calls[0].args.len(), MAX_ARGS);
+        assert_eq!(f.calls[0].args[7].index, 7);
+        assert_eq!(f.calls[0].args[7].value, ArgValue::Global(4));
+        // OBJ, INST, NEWOBJ, BUILD and a global container's SETITEM report globals as well
+        let d = b"(cos\nsystem\ncos\nsep\no0(cos\nsep\nibuiltins\nlist\n0cbuiltins\nobject\ncos\nsep\n\x85\x81cos\nsep\nb0cos\nenviron\ncos\nsep\nNs.";
+        let f = run(d);
+        assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
+        let got: Vec<(u8, Vec<(usize, ArgValue)>)> = f
+            .calls
+            .iter()
+            .map(|c| (c.opcode, c.args.iter().map(|a| (a.index, a.value)).collect()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (op::OBJ, vec![(0, ArgValue::Global(1))]),
+                (op::INST, vec![(0, ArgValue::Global(2))]),
+                (op::NEWOBJ, vec![(0, ArgValue::Global(5))]),
+                (op::BUILD, vec![(0, ArgValue::Global(6))]),
+                (op::SETITEM, vec![(0, ArgValue::Global(8))]),
+            ]
+        );
     }
 
     /// A joblib NumpyArrayWrapper BUILD of a 2x3 float64 array, then `tail` after the data.
