@@ -19,8 +19,10 @@ Inputs are generated into a scratch folder (deleted afterwards unless --keep-inp
 For every input and tool: whole-process wall time (best of --runs, default 3) and peak RSS (GNU time's %M:
 ru_maxrss of the tool's process, into which Linux folds its largest reaped descendant, so this is the peak of
 the largest single process of the tree, not a sum), exit status, and whether the scan completed within
---timeout. A tool
-whose first run takes longer than --repeat-cap seconds is run only once (the table says how many runs).
+--timeout. A tool whose first run takes longer than --repeat-cap seconds is run only once (the table says
+how many runs). Every tool first gets one uncounted start on (0), which fills its byte-code cache: children
+run with PYTHONPYCACHEPREFIX in the scratch folder, as an installed package has its .pyc files (ML Guard's
+editable install has none, and PYTHONDONTWRITEBYTECODE, if set, is dropped for the children).
 For ML Guard also: in-process `mlguard.scan_file` (best of --inproc-runs after one warm-up, in a fresh
 interpreter), CLI start-up (`ml-guard --version`, `ml-guard scan` of a 1-byte file), and for (a) the CPython
 baselines (C unpickler `pickle.loads`, `pickletools.genops`). Output: Markdown on stdout, raw data with --json.
@@ -228,6 +230,8 @@ def measure(tool: str, inp: Input, cmd: list[str] | None, args, scratch: Path, e
     cell = Cell(tool, inp.key, "ok")
     cwd = scratch / "cwd"
     cwd.mkdir(exist_ok=True)
+    if inp.key == "0":  # the tool's first start in this run: fills its byte-code cache; not counted
+        run_once(cmd, args.timeout, cwd, env, scratch / f"log-{tool.replace(' ', '_')}-warmup.txt")
     for i in range(runs):
         run = run_once(cmd, args.timeout, cwd, env, scratch / f"log-{tool.replace(' ', '_')}-{inp.key}-{i}.txt")
         cell.runs.append(run)
@@ -256,6 +260,16 @@ def mlguard_findings(log_path: Path) -> str:
     for f in report.get("findings", []):
         seen.setdefault(f["rule_id"], f["severity"])
     return ", ".join(f"{rule} ({sev})" for rule, sev in seen.items())
+
+
+def run_tool(tool: str, cmd: list[str] | None, inp: Input, args, scratch: Path, env: dict) -> Cell:
+    print(f"# ({inp.key}) {tool} ...", file=sys.stderr, flush=True)
+    cell = measure(tool, inp, cmd, args, scratch, env)
+    if cmd is not None:
+        shown = "python -c <scan_zip_archive>" if tool == "fickling (zip API)" else " ".join(cmd)
+        print(f"#     {shown} -> {cell.status}, best {fmt_s(cell.best)}, peak {cell.peak_mib or 0:.0f} MiB, "
+              f"rc {cell.rc}", file=sys.stderr, flush=True)
+    return cell
 
 
 def last_meaningful_line(text: str) -> str:
@@ -374,10 +388,10 @@ def make_inputs(scratch: Path, args) -> list[Input]:
 
 # ---------------------------------------------------------------------------------------------- ML Guard extras
 
-def inprocess(inp: Input, runs: int, timeout: float) -> dict:
+def inprocess(inp: Input, runs: int, timeout: float, env: dict) -> dict:
     try:
         res = subprocess.run([sys.executable, "-c", INPROC, str(inp.path), str(runs)], capture_output=True,
-                             text=True, timeout=timeout)
+                             text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": "timeout"}
     if res.returncode != 0:
@@ -499,7 +513,8 @@ def render(inputs: list[Input], cells: list[Cell], inproc: dict, start: dict, ba
     w("Versions: " + "; ".join(f"{k} {v}" for k, v in vers.items()))
     w("")
     w("Commands (FILE = the input; run from a scratch folder, under `/usr/bin/time -f %M`, with NO_COLOR=1, "
-      "PROMPTFOO_DISABLE_TELEMETRY=1, NO_ANALYTICS=1, HF_HUB_OFFLINE=1):")
+      "PROMPTFOO_DISABLE_TELEMETRY=1, NO_ANALYTICS=1, HF_HUB_OFFLINE=1, and PYTHONPYCACHEPREFIX in the scratch "
+      "folder so every tool runs from byte-code after its first start):")
     w("")
     template = commands(Input("x", "", Path("FILE"), True), args.peers_venv, Path("SCRATCH"))
     for tool, cmd in template.items():
@@ -643,9 +658,14 @@ def main() -> None:
     tools = args.tools.split(",")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` cleans up on kill
     scratch = Path(tempfile.mkdtemp(prefix="mlguard-bench-", dir=args.workdir))
-    env = dict(os.environ, NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1",
+    env = dict(os.environ, NO_COLOR="1",
                # no network here anyway; keep the peers from trying (modelaudit telemetry, HF hub look-ups)
-               PROMPTFOO_DISABLE_TELEMETRY="1", NO_ANALYTICS="1", HF_HUB_OFFLINE="1")
+               PROMPTFOO_DISABLE_TELEMETRY="1", NO_ANALYTICS="1", HF_HUB_OFFLINE="1",
+               # Byte-code caches for every tool, as an installed package has them. ML Guard is an editable
+               # install (no .pyc until first import) and PYTHONDONTWRITEBYTECODE may be set: without this
+               # each ML Guard start would compile its sources (~50 ms). The cache lives in the scratch folder.
+               PYTHONPYCACHEPREFIX=str(scratch / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     try:
         snap_before = machine_snapshot()
         vers = versions(venv)
@@ -654,32 +674,32 @@ def main() -> None:
         for inp in inputs:
             print(f"#   ({inp.key}) {inp.label}: {inp.path.name}, {inp.size:,} bytes", file=sys.stderr)
 
+        # ML Guard first, all of it within a minute or two: its editable install may be rebuilt by other
+        # work while the (slow) peers run, and its whole-process and in-process numbers should be one build.
         cells: list[Cell] = []
         inproc: dict = {}
+        start: dict = {}
+        if "ml-guard" in tools:
+            for inp in inputs:
+                cells.append(run_tool("ml-guard", commands(inp, venv, scratch)["ml-guard"], inp, args, scratch, env))
+                if inp.key != "0":
+                    inproc[inp.key] = inprocess(inp, args.inproc_runs, args.timeout, env)
+                    print(f"#     in-process: {inproc[inp.key]}", file=sys.stderr, flush=True)
+            start = startup(scratch, args.startup_runs, env, args)
+            build_after = mlguard_build()
+            if build_after != vers["ml-guard build"]:
+                vers["ml-guard build"] += f" (WARNING: rebuilt while ML Guard was measured, now: {build_after})"
         for inp in inputs:
-            cmds = commands(inp, venv, scratch)
-            for tool, cmd in cmds.items():
+            for tool, cmd in commands(inp, venv, scratch).items():
                 base_tool = "fickling" if tool.startswith("fickling") else tool
-                if base_tool not in tools:
-                    continue
-                print(f"# ({inp.key}) {tool} ...", file=sys.stderr, flush=True)
-                cell = measure(tool, inp, cmd, args, scratch, env)
-                if cmd is not None:
-                    print(f"#     {' '.join(cmd) if tool != 'fickling (zip API)' else 'python -c <scan_zip_archive>'}"
-                          f" -> {cell.status}, best {fmt_s(cell.best)}, peak {cell.peak_mib or 0:.0f} MiB, "
-                          f"rc {cell.rc}", file=sys.stderr, flush=True)
-                cells.append(cell)
-            if "ml-guard" in tools and inp.key != "0":
-                inproc[inp.key] = inprocess(inp, args.inproc_runs, args.timeout)
-                print(f"#     in-process: {inproc[inp.key]}", file=sys.stderr, flush=True)
+                if base_tool in tools and tool != "ml-guard":
+                    cells.append(run_tool(tool, cmd, inp, args, scratch, env))
+        order = {inp.key: i for i, inp in enumerate(inputs)}
+        cells.sort(key=lambda c: order[c.input])  # stable: ML Guard stays first within each input
 
-        start = startup(scratch, args.startup_runs, env, args) if "ml-guard" in tools else {}
         dense = next((i for i in inputs if i.key == "a"), None)
         base = cpython_baselines(dense.path, args.runs) if dense else {}
         snap_after = machine_snapshot()
-        build_after = mlguard_build()
-        if build_after != vers["ml-guard build"]:
-            vers["ml-guard build"] += f" (WARNING: changed during the run, now: {build_after})"
         report = render(inputs, cells, inproc, start, base, vers, snap_before, snap_after, args)
         print(report)
         if args.json:

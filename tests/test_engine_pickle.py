@@ -9,6 +9,7 @@ import collections
 import copyreg
 import datetime
 import decimal
+import functools
 import io
 import logging
 import mmap
@@ -767,6 +768,7 @@ def test_random_bytes(data):
 def test_random_opcode_programs(data):
     f = facts(data + b".")
     assert f["pickles"]
+    check_arg_shapes(f)
     f2 = facts(data, max_stack=8, max_memo=2, max_opcodes=30, max_string=3, max_facts=3)
     assert f2["pickles"]
 
@@ -901,10 +903,15 @@ def test_real_pickles_have_no_frame_violations():
 # ---------------------------------------------------------------------------------------------
 
 def arg_value(data: bytes, arg: dict, encoding: str = "ASCII"):
-    """The Python value an ``args`` entry stands for, decoded as its kind says."""
+    """The Python value an ``args`` entry stands for, decoded as its kind says; a global is
+    ``("global", index into globals)``."""
     import codecs
-    raw = data[arg["offset"]:arg["offset"] + arg["length"]]
     kind = arg["kind"]
+    if kind == "global":
+        assert set(arg) == {"index", "kind", "global"}, arg
+        return ("global", arg["global"])
+    assert set(arg) == {"index", "kind", "offset", "length"}, arg
+    raw = data[arg["offset"]:arg["offset"] + arg["length"]]
     if kind == "str":
         return raw.decode("utf-8", "surrogatepass")
     if kind == "str-legacy":
@@ -920,11 +927,14 @@ def arg_value(data: bytes, arg: dict, encoding: str = "ASCII"):
 
 
 def recorded_calls(data: bytes, encoding: str = "ASCII") -> list:
-    """(how, args) of every call, loading with a pure-Python unpickler whose globals are all a
-    recording class: nothing is imported and nothing runs."""
+    """The arguments of every call, loading with a pure-Python unpickler whose globals are
+    recording classes (a new one per find_class, knowing its index in ``globals``): nothing is
+    imported and nothing runs."""
     calls = []
 
     class Rec:
+        gidx = None
+
         def __new__(cls, *args, **kwargs):
             calls.append(args)
             return object.__new__(cls)
@@ -935,12 +945,26 @@ def recorded_calls(data: bytes, encoding: str = "ASCII") -> list:
         def __setstate__(self, state):
             calls.append((state,))
 
+    imported = []
+
     class Recorder(pickle._Unpickler):
         def find_class(self, module, name):
-            return Rec
+            imported.append(type(f"Rec{len(imported)}", (Rec,), {"gidx": len(imported)}))
+            return imported[-1]
 
     Recorder(io.BytesIO(data), encoding=encoding).load()
     return calls
+
+
+def expected_args(args) -> list:
+    """(index, value) of the arguments the facts must report: literals and imported globals."""
+    out = []
+    for i, v in enumerate(args):
+        if isinstance(v, (str, bytes, bytearray)):
+            out.append((i, v))
+        elif isinstance(v, type) and getattr(v, "gidx", None) is not None:
+            out.append((i, ("global", v.gidx)))
+    return out[:8]
 
 
 def assert_args_match(data: bytes, encoding: str = "ASCII"):
@@ -949,10 +973,22 @@ def assert_args_match(data: bytes, encoding: str = "ASCII"):
     want = recorded_calls(data, encoding)
     assert len(calls) == len(want)
     for c, args in zip(calls, want):
-        lits = [(i, v) for i, v in enumerate(args) if isinstance(v, (str, bytes, bytearray))][:8]
         got = [(a["index"], arg_value(data, a, encoding)) for a in c["args"]]
-        assert got == lits, (c, args)
+        assert got == expected_args(args), (c, args)
     return f
+
+
+def check_arg_shapes(f: dict) -> None:
+    """Every ``args`` entry has the keys of its kind; a global one names a global of its pickle."""
+    for c in f["calls"]:
+        assert len(c["args"]) <= 8
+        assert [a["index"] for a in c["args"]] == sorted({a["index"] for a in c["args"]})
+        for a in c["args"]:
+            if a["kind"] == "global":
+                assert set(a) == {"index", "kind", "global"}, a
+                assert f["globals"][a["global"]]["pickle"] == c["pickle"]
+            else:
+                assert set(a) == {"index", "kind", "offset", "length"}, a
 
 
 class Payload:
@@ -1032,6 +1068,154 @@ def test_args_of_real_pickles_match_the_unpickler():
             except Exception:   # states the recording class cannot take: not comparable
                 continue
             assert_args_match(data, "latin1")
+
+
+def global_args(f: dict, call: dict) -> list:
+    """(index, (module, name)) of a call's global arguments."""
+    return [(a["index"], (f["globals"][a["global"]]["module"], f["globals"][a["global"]]["name"]))
+            for a in call["args"] if a["kind"] == "global"]
+
+
+def test_real_pickles_report_global_arguments():
+    # protocols 0-1 pickle an instance as copyreg._reconstructor(cls, object, None): the test
+    # above compares every real pickle's arguments with the unpickler's; here, the globals
+    data = pickle.dumps(Plain(), protocol=1)
+    f = assert_args_match(data, "latin1")
+    assert global_args(f, f["calls"][0]) == [(0, (__name__, "Plain")), (1, ("__builtin__", "object"))]
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_bound_method_is_getattr_of_a_global(protocol):
+    """``ZoneInfo("Europe/Paris")`` pickles as ``getattr(ZoneInfo, "_unpickle")("Europe/Paris",
+    1)``: the getattr call shows the class it reads. Never loaded."""
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        zone = zoneinfo.ZoneInfo("Europe/Paris")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone data")
+    data = pickle.dumps(zone, protocol=protocol)
+    f = facts(data)
+    check_arg_shapes(f)
+    assert only(f)["status"] == "stop"
+    builtins = "__builtin__" if protocol < 3 else "builtins"
+    assert names(f) == [(builtins, "getattr"), ("zoneinfo", "ZoneInfo")]
+    # what CPython emits: GLOBAL (protocols 0-3) or STACK_GLOBAL (4-5), then a 2-tuple REDUCE
+    assert [g["opcode"] for g in f["globals"]] == ["GLOBAL" if protocol < 4 else "STACK_GLOBAL"] * 2
+    getattr_call, unpickle_call = f["calls"]
+    assert getattr_call["opcode"] == "REDUCE" and getattr_call["target"] == 0
+    assert getattr_call["args"][0] == {"index": 0, "kind": "global", "global": 1}
+    assert [arg_value(data, a) for a in getattr_call["args"]] == [("global", 1), "_unpickle"]
+    assert [a["index"] for a in getattr_call["args"]] == [0, 1]
+    # the bound method is a call result, not a global; its int argument is not reported
+    assert unpickle_call["target"] is None
+    assert [arg_value(data, a) for a in unpickle_call["args"]] == ["Europe/Paris"]
+    ops = [op.name for op, _, _ in pickletools.genops(data)
+           if op.name not in ("FRAME", "MEMOIZE", "BINPUT", "PUT")]
+    if protocol == 2:
+        assert ops == ["PROTO", "GLOBAL", "GLOBAL", "BINUNICODE", "TUPLE2", "REDUCE",
+                       "BINUNICODE", "BININT1", "TUPLE2", "REDUCE", "STOP"]
+    if protocol == 4:
+        assert ops == ["PROTO"] + ["SHORT_BINUNICODE", "SHORT_BINUNICODE", "STACK_GLOBAL"] * 2 + [
+            "SHORT_BINUNICODE", "TUPLE2", "REDUCE", "SHORT_BINUNICODE", "BININT1", "TUPLE2", "REDUCE", "STOP"]
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_functools_partial_of_a_global(protocol):
+    """``functools.partial(len, 1)`` is ``partial(len)`` then BUILD with the state; the callable
+    it wraps is a global argument. Checked against the recording unpickler (nothing runs)."""
+    data = pickle.dumps(functools.partial(len, 1), protocol=protocol)
+    f = assert_args_match(data)
+    check_arg_shapes(f)
+    builtins = "__builtin__" if protocol < 3 else "builtins"
+    reduce_call = f["calls"][0]
+    assert reduce_call["opcode"] == "REDUCE"
+    assert f["globals"][reduce_call["target"]]["name"] == "partial"
+    assert global_args(f, reduce_call) == [(0, (builtins, "len"))]
+    # BUILD's argument is the state tuple (len, (1,), {}, None): len is not a direct argument
+    build = f["calls"][-1]
+    assert build["opcode"] == "BUILD" and build["target"] == reduce_call["target"] and build["args"] == []
+    if protocol == pickle.DEFAULT_PROTOCOL:
+        assert data == pickle.dumps(functools.partial(len, 1))
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_global_arguments_fetched_from_the_memo(protocol):
+    """The second partial(len) gets partial and len from the memo (GET, BINGET, LONG_BINGET:
+    300 strings first push the memo past 256 keys); it reports the same global indices."""
+    obj = [str(i) for i in range(300)] + [functools.partial(len), functools.partial(len)]
+    data = pickle.dumps(obj, protocol=protocol)
+    ops = {op.name for op, _, _ in pickletools.genops(data)}
+    assert ops & {"GET", "BINGET", "LONG_BINGET"} == ({"GET"} if protocol == 0 else {"LONG_BINGET"})
+    f = assert_args_match(data)
+    check_arg_shapes(f)
+    first, second = [c for c in f["calls"] if c["opcode"] == "REDUCE"]
+    assert first["args"] == second["args"] == [{"index": 0, "kind": "global", "global": 1}]
+    assert first["target"] == second["target"] == 0
+    assert [g["name"] for g in f["globals"]] == ["partial", "len"]
+    # short memo keys (BINGET; GET in protocol 0)
+    data = pickle.dumps([functools.partial(len), functools.partial(len)], protocol=protocol)
+    f = assert_args_match(data)
+    first, second = [c for c in f["calls"] if c["opcode"] == "REDUCE"]
+    assert first["args"] == second["args"] == [{"index": 0, "kind": "global", "global": 1}]
+
+
+def test_global_arguments_by_hand():
+    su = lambda s: b"\x8c" + bytes([len(s)]) + s.encode()  # noqa: E731
+    # partial(len, partial, (len,), partial(len), 1): globals from GLOBAL and STACK_GLOBAL via
+    # BINGET, GET and LONG_BINGET; a global in a nested tuple, a call result, an int: not args
+    data = (b"\x80\x04cfunctools\npartial\nq\x070" + su("builtins") + su("len") + b"\x93\x940"
+            + b"h\x07(g1\nj\x07\x00\x00\x00h\x01\x85h\x07h\x01\x85RK\x01tR.")
+    f = facts(data)
+    check_arg_shapes(f)
+    assert [(c["target"], [(a["index"], arg_value(data, a)) for a in c["args"]]) for c in f["calls"]] == [
+        (0, [(0, ("global", 1))]),
+        (0, [(0, ("global", 1)), (1, ("global", 0))]),
+    ]
+    assert [g["resolution"] for g in f["globals"]] == ["literal", "literal"]
+    # the cap counts globals and literals together
+    data = b"cbuiltins\nprint\n(" + b"".join(su("x") if i % 2 == 0 else b"cos\nsep\n" for i in range(20)) + b"tR."
+    (c,) = facts(data)["calls"]
+    assert [a["index"] for a in c["args"]] == list(range(8))
+    assert [a["kind"] for a in c["args"]] == ["str", "global"] * 4
+    # OBJ, INST, NEWOBJ, BUILD and a global container's SETITEM report globals as well
+    data = (b"(cos\nsystem\ncos\nsep\no0(cos\nsep\nibuiltins\nlist\n0cbuiltins\nobject\ncos\nsep\n"
+            b"\x85\x81cos\nsep\nb0cos\nenviron\ncos\nsep\nNs.")
+    f = facts(data)
+    check_arg_shapes(f)
+    assert [(c["opcode"], [(a["index"], arg_value(data, a)) for a in c["args"]]) for c in f["calls"]] == [
+        ("OBJ", [(0, ("global", 1))]), ("INST", [(0, ("global", 2))]), ("NEWOBJ", [(0, ("global", 5))]),
+        ("BUILD", [(0, ("global", 6))]), ("SETITEM", [(0, ("global", 8))]),
+    ]
+    # a computed STACK_GLOBAL is a global too (module and name None); an EXT object is not
+    data = b"\x80\x04cbuiltins\ngetattr\nK\x01K\x02\x93\x82\x01\x86R."
+    f = facts(data)
+    assert f["globals"][1]["resolution"] == "computed"
+    assert f["calls"][0]["args"] == [{"index": 0, "kind": "global", "global": 1}]
+
+
+# call-argument programs: ``f(*items)`` as REDUCE, OBJ, INST or NEWOBJ, items mixing literals,
+# globals (fresh or from the memo), and values that are not reported
+ARG_PREAMBLE = (b"\x80\x04cm\ng0\nq\x000" + b"\x8c\x01m\x8c\x02g1\x93q\x010"
+                + b"\x8c\x03litq\x020" + b"cm\ng3\nr\x00\x01\x00\x000")
+ARG_ITEMS = [
+    b"cm\nx\n", b"\x8c\x01m\x8c\x01y\x93", b"\x8c\x01m\x8c\x01y\x93\x94",   # fresh globals
+    b"h\x00", b"h\x01", b"g0\n", b"j\x00\x01\x00\x00", b"h\x02",               # from the memo
+    b"\x8c\x01s", b"C\x01b", b"U\x01c", b"Vu\n", b"S'e'\n", b"X\x01\x00\x00\x00w",  # literals
+    b"K\x05", b"N", b"]", b"cm\nz\n\x85", b"h\x00h\x02\x86", b"cm\nr\n)R", b"h\x01)R",   # not args
+    b"h\x00\x94", b"h\x022",
+]
+
+
+@FAST
+@given(st.lists(st.sampled_from(ARG_ITEMS), max_size=14).map(b"".join),
+       st.sampled_from(["REDUCE", "OBJ", "INST", "NEWOBJ"]))
+def test_random_call_arguments_match_the_unpickler(items, how):
+    body = {"REDUCE": b"cm\nf\n(" + items + b"tR", "OBJ": b"(cm\nf\n" + items + b"o",
+            "INST": b"(" + items + b"im\nf\n", "NEWOBJ": b"cm\nf\n(" + items + b"t\x81"}[how]
+    data = ARG_PREAMBLE + body + b"."
+    f = assert_args_match(data)
+    check_arg_shapes(f)
+    facts(data, max_facts=3)
 
 
 # ---------------------------------------------------------------------------------------------

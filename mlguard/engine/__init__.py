@@ -43,7 +43,9 @@ Python values::
                   "target": 0 | None,      # index into "globals", see below
                   "args": [{"index": 0, "kind": "str" | "str-legacy" | "str-escaped"
                                                 | "str-raw-unicode-escape" | "bytes" | "bytearray",
-                            "offset": 30, "length": 7}]}],   # string/bytes literal arguments
+                            "offset": 30, "length": 7},      # a string/bytes literal argument
+                           {"index": 1, "kind": "global",
+                            "global": 2}]}],                 # an imported-global argument
      "ext":     [{"pickle": 0, "offset": 9, "opcode": "EXT1" | "EXT2" | "EXT4", "code": 123}],
      "persistent_ids": [{"pickle": 0, "offset": 77, "opcode": "PERSID" | "BINPERSID"}],
      "raw_spans": [{"pickle": 0, "offset": 229, "length": 59, "padding": 11,
@@ -77,16 +79,27 @@ SETITEM, SETITEMS and ADDITEMS call the container's ``append``/``extend``/``__se
 they are recorded as calls only when that container is itself a global (``os.environ[k] = v``
 is ``GLOBAL os environ`` + SETITEM), never for the lists, dicts and sets a pickle builds.
 
-Call arguments. ``args`` lists the string and bytes literals that are direct arguments of the
-call, in order, at most 8: REDUCE and NEWOBJ/NEWOBJ_EX, the items of the argument tuple (built
-by EMPTY_TUPLE/TUPLE1/TUPLE2/TUPLE3/TUPLE, possibly fetched from the memo; only its first 64
-items are tracked, and a tuple is not tracked at all beyond 2**20 tuple items per pickle);
-OBJ, the items after the class; INST, the items after the mark; BUILD, the state itself;
-APPEND the item, SETITEM key and value, APPENDS/SETITEMS/ADDITEMS the items after the mark.
-``index`` is the position among those arguments. A literal fetched from the memo is reported
-where its payload lies. ``offset``/``length`` locate the payload in ``data``; ``kind`` says how
-it becomes the value: "str" UTF-8 (BINUNICODE, SHORT_BINUNICODE, BINUNICODE8; decode with
-``"surrogatepass"``), "str-legacy" a Python 2 str (BINSTRING, SHORT_BINSTRING; the loader's
+Call arguments. ``args`` lists the string and bytes literals and the imported globals that are
+direct arguments of the call, in order, at most 8 (literals and globals counted together):
+REDUCE and NEWOBJ/NEWOBJ_EX, the items of the argument tuple (built by EMPTY_TUPLE/TUPLE1/
+TUPLE2/TUPLE3/TUPLE, possibly fetched from the memo; only its first 64 items are tracked, and a
+tuple is not tracked at all beyond 2**20 tuple items per pickle); OBJ, the items after the
+class; INST, the items after the mark; BUILD, the state itself; APPEND the item, SETITEM key and
+value, APPENDS/SETITEMS/ADDITEMS the items after the mark. ``index`` is the position among
+those arguments. Items of a nested tuple (or list, dict, ...) are not direct arguments.
+
+An imported global is the object a GLOBAL or STACK_GLOBAL pushed, directly or fetched from the
+memo: ``{"index", "kind": "global", "global": <index into "globals">}``, without ``offset`` and
+``length`` keys (check ``kind`` before reading them). This is how ``getattr(zoneinfo.ZoneInfo,
+'_unpickle')`` (CPython's pickle of a bound method: REDUCE of ``builtins.getattr`` with the
+class and a name) and ``functools.partial(len, ...)`` show what they act on. The result of a
+call (including the instance INST creates) is not a global, nor is an EXT or persistent-id
+object.
+
+A literal is ``{"index", "kind", "offset", "length"}``. A literal fetched from the memo is
+reported where its payload lies. ``offset``/``length`` locate the payload in ``data``; ``kind``
+says how it becomes the value: "str" UTF-8 (BINUNICODE, SHORT_BINUNICODE, BINUNICODE8; decode
+with ``"surrogatepass"``), "str-legacy" a Python 2 str (BINSTRING, SHORT_BINSTRING; the loader's
 encoding decides), "str-escaped" the text between the quotes of STRING (``codecs.escape_decode``
 it, then as str-legacy), "str-raw-unicode-escape" the line of UNICODE (decode with
 ``"raw-unicode-escape"``), "bytes" (BINBYTES, SHORT_BINBYTES, BINBYTES8) and "bytearray"

@@ -6,9 +6,9 @@
 //! imported globals keep their index in [`Facts::globals`], call results remember which global
 //! produced them, and small literals (ints, tuples, the dicts and dtypes joblib writes) are
 //! tracked just far enough to follow joblib's array data. It records facts only (imports, call
-//! sites with their literal and global arguments, extension codes, persistent ids, framing violations,
-//! joblib raw spans, opcode counts, where and why parsing stopped); deciding what is dangerous
-//! is the Python policy's job.
+//! sites with their literal and global arguments, extension codes, persistent ids, framing
+//! violations, joblib raw spans, opcode counts, where and why parsing stopped); deciding what
+//! is dangerous is the Python policy's job.
 //!
 //! Framing follows CPython 3.11: the C unpickler reading bytes treats frames as transparent,
 //! the pure-Python `_Unframer` (which joblib uses) rejects reads that cross a frame's end and
@@ -4272,6 +4272,10 @@ mod tests {
         assert_eq!(run(&d).calls[0].args.len(), MAX_ARGS);
     }
 
+    fn arg_values(c: &CallFact) -> Vec<(usize, ArgValue)> {
+        c.args.iter().map(|a| (a.index, a.value)).collect()
+    }
+
     #[test]
     fn global_arguments() {
         // getattr(zoneinfo.ZoneInfo, "_unpickle"), as CPython pickles a bound classmethod
@@ -4282,38 +4286,49 @@ mod tests {
         let f = run(&d);
         assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
         assert_eq!(f.calls[0].target, Some(0));
-        assert_eq!(f.calls[0].args[0], ArgFact { index: 0, value: ArgValue::Global(1) });
+        assert_eq!(
+            f.calls[0].args[0],
+            ArgFact {
+                index: 0,
+                value: ArgValue::Global(1)
+            }
+        );
         assert_eq!(f.calls[0].args[0].kind_str(), "global");
-        assert!(matches!(f.calls[0].args[1].value, ArgValue::Literal { kind: ArgKind::Str, .. }));
+        assert!(matches!(
+            f.calls[0].args[1].value,
+            ArgValue::Literal {
+                kind: ArgKind::Str,
+                ..
+            }
+        ));
         assert_eq!(f.calls[0].args.len(), 2);
-        assert_eq!(f.calls[1].args.len(), 1); // "Europe/Paris"; the int is not reported
-        // globals from the memo (BINGET, GET, LONG_BINGET) and from STACK_GLOBAL; a call result
-        // and a global inside a nested tuple are not reported
-        let mut d = b"\x80\x04cfunctools\npartial\nq\x07".to_vec();
+        // "Europe/Paris"; the int is not reported
+        assert_eq!(f.calls[1].args.len(), 1);
+        // globals fetched from the memo (BINGET, GET, LONG_BINGET), from GLOBAL and
+        // STACK_GLOBAL: partial(len, partial, (len,), partial(len), 1); a global inside a
+        // nested tuple, a call result and an int are not reported
+        let mut d = b"\x80\x04cfunctools\npartial\nq\x070".to_vec(); // global 0, memo 7
         d.extend(su("builtins"));
         d.extend(su("len"));
-        d.extend([op::STACK_GLOBAL, op::MEMOIZE]); // global 1, memo 0
-        d.extend(b"0(h\x07g0\nj\x07\x00\x00\x00h\x00\x85h\x00\x85RK\x01tR.");
+        d.extend(b"\x93\x940"); // global 1, memo 1
+        d.extend(b"h\x07(g1\nj\x07\x00\x00\x00h\x01\x85h\x07h\x01\x85RK\x01tR.");
         let f = run(&d);
         assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
-        let call = f.calls.last().unwrap();
-        assert_eq!(call.target, None); // the callable is the result of functools.partial(len)
-        let got: Vec<(usize, ArgValue)> = f.calls[0].args.iter().map(|a| (a.index, a.value)).collect();
-        assert_eq!(got, vec![(0, ArgValue::Global(1))]);
-        // the outer REDUCE: (partial, len, partial, (len,), result, 1) -- wait, see the layout
-        let got: Vec<(usize, ArgValue)> = call.args.iter().map(|a| (a.index, a.value)).collect();
+        assert_eq!(f.calls.len(), 2);
+        assert!(f.calls.iter().all(|c| c.target == Some(0)));
+        assert_eq!(arg_values(&f.calls[0]), vec![(0, ArgValue::Global(1))]);
         assert_eq!(
-            got,
-            vec![
-                (0, ArgValue::Global(0)),
-                (1, ArgValue::Global(1)),
-                (2, ArgValue::Global(0)),
-            ]
+            arg_values(&f.calls[1]),
+            vec![(0, ArgValue::Global(1)), (1, ArgValue::Global(0))]
         );
         // the cap counts globals and literals together
         let mut d = b"cbuiltins\nprint\n(".to_vec();
         for i in 0..20 {
-            d.extend(if i % 2 == 0 { su("x") } else { b"cos\nsep\n".to_vec() });
+            d.extend(if i % 2 == 0 {
+                su("x")
+            } else {
+                b"cos\nsep\n".to_vec()
+            });
         }
         d.extend(b"tR.");
         let f = run(&d);
@@ -4321,14 +4336,17 @@ mod tests {
         assert_eq!(f.calls[0].args[7].index, 7);
         assert_eq!(f.calls[0].args[7].value, ArgValue::Global(4));
         // OBJ, INST, NEWOBJ, BUILD and a global container's SETITEM report globals as well
-        let d = b"(cos\nsystem\ncos\nsep\no0(cos\nsep\nibuiltins\nlist\n0cbuiltins\nobject\ncos\nsep\n\x85\x81cos\nsep\nb0cos\nenviron\ncos\nsep\nNs.";
-        let f = run(d);
+        let d = [
+            &b"(cos\nsystem\ncos\nsep\no0"[..],
+            b"(cos\nsep\nibuiltins\nlist\n0",
+            b"cbuiltins\nobject\ncos\nsep\n\x85\x81",
+            b"cos\nsep\nb0",
+            b"cos\nenviron\ncos\nsep\nNs.",
+        ]
+        .concat();
+        let f = run(&d);
         assert_eq!(f.pickles[0].status, Status::Stop, "{:?}", f.pickles[0]);
-        let got: Vec<(u8, Vec<(usize, ArgValue)>)> = f
-            .calls
-            .iter()
-            .map(|c| (c.opcode, c.args.iter().map(|a| (a.index, a.value)).collect()))
-            .collect();
+        let got: Vec<_> = f.calls.iter().map(|c| (c.opcode, arg_values(c))).collect();
         assert_eq!(
             got,
             vec![

@@ -19,7 +19,7 @@ HIGHEST_PROTOCOL = 5
 """Highest protocol CPython's unpickler accepts; PROTO above it is ``unsupported-protocol``."""
 
 MAX_ARGS = 8
-"""Literal arguments reported per call, at most."""
+"""Arguments (string/bytes literals and imported globals) reported per call, at most."""
 TUPLE_KEEP = 64
 """Items of a tuple kept for evaluation and argument facts."""
 MAX_TUPLE_ITEMS = 1 << 20
@@ -328,18 +328,24 @@ def _args_of(v):
     return None
 
 
-def _literal_args(items, first=0) -> list:
+def _arg_facts(items, first=0) -> list:
+    """String/bytes literals and imported globals among ``items`` (at most MAX_ARGS)."""
     out = []
     for i, v in enumerate(items):
-        if v[0] == _STR:
+        k = v[0]
+        if k == _STR:
             if len(out) == MAX_ARGS:
                 break
             out.append({"index": first + i, "kind": _ARG_KIND[v[1]], "offset": v[3], "length": v[4]})
+        elif k == _GLOBAL:
+            if len(out) == MAX_ARGS:
+                break
+            out.append({"index": first + i, "kind": "global", "global": v[1]})
     return out
 
 
 def _tuple_args(v) -> list:
-    return _literal_args(v[2]) if v[0] == _TUPLE else []
+    return _arg_facts(v[2]) if v[0] == _TUPLE else []
 
 
 def _new_wrapper(unknown=False):
@@ -1089,7 +1095,7 @@ def _append(m, code, at):
     v = m.stack.pop()
     top = m.stack[-1]
     if top[0] == _GLOBAL:
-        m.add_call(at, "APPEND", top[1], _literal_args((v,)))
+        m.add_call(at, "APPEND", top[1], _arg_facts((v,)))
 
 
 def _appends(m, code, at):
@@ -1098,7 +1104,7 @@ def _appends(m, code, at):
         _fail("stack-underflow")
     container = m.stack[mk - 1]
     if container[0] == _GLOBAL:
-        m.add_call(at, OPCODE_NAMES[code], container[1], _literal_args(m.stack[mk:]))
+        m.add_call(at, OPCODE_NAMES[code], container[1], _arg_facts(m.stack[mk:]))
     del m.stack[mk:]
 
 
@@ -1106,7 +1112,7 @@ def _setitem(m, code, at):
     m.need(3)
     container = m.stack[-3]
     if container[0] == _GLOBAL:
-        m.add_call(at, "SETITEM", container[1], _literal_args(m.stack[-2:]))
+        m.add_call(at, "SETITEM", container[1], _arg_facts(m.stack[-2:]))
     elif container[0] == _DICT:
         m.track_pairs(container[1], m.stack[-2:])
     del m.stack[-2:]
@@ -1120,7 +1126,7 @@ def _setitems(m, code, at):
         _fail("bad-argument")
     container = m.stack[mk - 1]
     if container[0] == _GLOBAL:
-        m.add_call(at, "SETITEMS", container[1], _literal_args(m.stack[mk:]))
+        m.add_call(at, "SETITEMS", container[1], _arg_facts(m.stack[mk:]))
     elif container[0] == _DICT:
         m.track_pairs(container[1], m.stack[mk:])
     del m.stack[mk:]
@@ -1184,7 +1190,7 @@ def _global_or_inst(m, code, at):
     if inst:
         mk = m.pop_mark()
         items = tuple(m.stack[mk:])
-        m.add_call(at, "INST", g, _literal_args(items))
+        m.add_call(at, "INST", g, _arg_facts(items))
         obj = m.instantiate("call" if items else "new", (_GLOBAL, g), items)
         del m.stack[mk:]
         m.stack.append((_RESULT, g, obj))
@@ -1239,7 +1245,7 @@ def _build(m, code, at):
     state = m.stack.pop()
     inst = m.stack[-1]
     target = inst[1] if inst[0] in (_GLOBAL, _RESULT) else None
-    m.add_call(at, "BUILD", target, _literal_args((state,)))
+    m.add_call(at, "BUILD", target, _arg_facts((state,)))
     if m.joblib:
         m.joblib_build(at, state)
 
@@ -1264,7 +1270,7 @@ def _obj(m, code, at):
     cls = m.stack[mk]
     target = _global_of(cls)
     items = tuple(m.stack[mk + 1:])
-    m.add_call(at, "OBJ", target, _literal_args(items))
+    m.add_call(at, "OBJ", target, _arg_facts(items))
     obj = m.instantiate("call" if items else "new", cls, items)
     del m.stack[mk:]
     m.stack.append((_RESULT, target, obj))
