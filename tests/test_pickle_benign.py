@@ -158,20 +158,10 @@ def test_pandas_to_pickle(tmp_path):
     assert_clean(mlguard.scan_file(path))
 
 
-def clean_but_for(result, known: str, reason: str) -> None:
-    """Nothing at medium or above but findings naming ``known``; those make the test an expected failure."""
-    found = serious(result)
-    assert [f for f in found if known not in f[1]] == []
-    assert result.errors == ()
-    if found:
-        pytest.xfail(reason)
-
-
 def test_pandas_iana_timezone():
     frame = mixed_frame("Europe/Paris")
-    clean_but_for(mlguard.scan_bytes(pickle.dumps(frame), name="frame.pkl"), "builtins.getattr",
-                  "zoneinfo.ZoneInfo pickles as builtins.getattr(ZoneInfo, '_unpickle'); builtins.getattr is on "
-                  "the dangerous list: needs a policy decision")
+    # ZoneInfo pickles as getattr(ZoneInfo, '_unpickle'): the `wrappers` policy judges it as ZoneInfo._unpickle
+    assert_clean(mlguard.scan_bytes(pickle.dumps(frame), name="frame.pkl"))
 
 
 # ---------------------------------------------------------------------------------------------- scikit-learn
@@ -215,9 +205,8 @@ def test_sklearn_hist_gboost_categorical():
 
     X = np.column_stack([np.arange(40) % 3, np.linspace(0, 1, 40)])
     model = HistGradientBoostingClassifier(max_iter=3, categorical_features=[0]).fit(X, np.arange(40) % 2)
-    clean_but_for(mlguard.scan_bytes(pickle.dumps(model), name="hgb.pkl"), "functools.partial",
-                  "HistGradientBoosting with categorical features holds functools.partial(check_array, ...); "
-                  "functools.partial is on the dangerous list: needs a policy decision")
+    # holds functools.partial(check_array, ...): the `wrappers` policy judges it as check_array
+    assert_clean(mlguard.scan_bytes(pickle.dumps(model), name="hgb.pkl"))
 
 
 # ---------------------------------------------------------------------------------------------- joblib

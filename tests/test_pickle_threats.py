@@ -202,3 +202,24 @@ def test_joblib_files_are_read_both_ways(tmp_path):
     result = scan_bytes(path.read_bytes(), name="model.joblib")
     assert CRITICAL in {(f.rule_id, f.severity) for f in result.findings}
     assert "pickle-parse-error" not in {f.rule_id for f in result.findings}
+
+
+# Wrappers: getattr(G, 'name') and partial(F) are judged by what they wrap
+def test_getattr_of_a_safe_class_attribute_is_judged_as_that_attribute():
+    benign = Asm(4).stack_global("builtins", "getattr").stack_global("zoneinfo", "ZoneInfo").str("_unpickle")
+    benign = benign.op(pickle.TUPLE2).op(pickle.REDUCE).str("Europe/Paris").op(pickle.TUPLE1).op(pickle.REDUCE).stop()
+    assert rules(benign) == set()
+    evil = Asm(4).stack_global("builtins", "getattr").stack_global("zoneinfo", "ZoneInfo").str("__init__")
+    evil = evil.op(pickle.TUPLE2).op(pickle.REDUCE).stop()
+    assert CRITICAL in rules(evil)
+    computed = Asm(4).stack_global("builtins", "getattr").stack_global("builtins", "str").op(pickle.EMPTY_TUPLE)
+    computed = computed.op(pickle.REDUCE).str("x").op(pickle.TUPLE2).op(pickle.REDUCE).stop()
+    assert CRITICAL in rules(computed)
+
+
+def test_partial_of_a_safe_callable_only():
+    benign = Asm(4).stack_global("functools", "partial").stack_global("sklearn.utils.validation", "check_array")
+    assert rules(benign.op(pickle.TUPLE1).op(pickle.REDUCE).stop()) == set()  # check_array is allowlisted
+    evil = Asm(4).stack_global("functools", "partial").stack_global("os", "system").str("id")
+    evil = evil.op(pickle.TUPLE2).op(pickle.REDUCE).stop()
+    assert CRITICAL in rules(evil)

@@ -30,6 +30,7 @@ class GlobalPolicy:
     suspicious_modules: frozenset
     deserializers: frozenset
     unimportable_modules: frozenset
+    wrappers: dict
 
     @classmethod
     @functools.lru_cache(maxsize=None)
@@ -40,7 +41,7 @@ class GlobalPolicy:
                    dangerous=frozenset(data["dangerous"]), dangerous_modules=frozenset(data["dangerous_modules"]),
                    suspicious_modules=frozenset(data["suspicious_modules"]),
                    deserializers=frozenset(data["deserializers"]),
-                   unimportable_modules=frozenset(data["unimportable_modules"]))
+                   unimportable_modules=frozenset(data["unimportable_modules"]), wrappers=dict(data["wrappers"]))
 
     def normalise(self, module: str, name: str) -> tuple[str, str]:
         """The module and name CPython resolves: Python 2 renames (``__builtin__``, ``cPickle``, ...) as
@@ -78,6 +79,37 @@ class GlobalPolicy:
         if self._in(module, self.suspicious_modules):
             return "suspicious"
         return "unknown"
+
+    def wrapped(self, full: str, call: dict, facts: dict, data) -> tuple[str, str] | None:
+        """The global that a call of the wrapper ``full`` stands for, when the call has the wrapper's shape."""
+        shape = self.wrappers.get(full)
+        args = {a["index"]: a for a in call["args"]}
+        target = args.get(0)
+        if shape is None or target is None or target["kind"] != "global":
+            return None
+        g = facts["globals"][target["global"]]
+        if g["module"] is None or g["name"] is None:
+            return None
+        module, name = self.normalise(g["module"], g["name"])
+        if shape == "callable":
+            return module, name
+        attr = args.get(1)
+        if attr is None or attr["kind"] != "str" or len(call["args"]) != 2:
+            return None
+        text = bytes(data[attr["offset"]:attr["offset"] + attr["length"]]).decode("utf-8", "replace")
+        return module, f"{name}.{text}"
+
+    def wraps_only_safe(self, full: str, calls: list[dict], facts: dict, data, allowed: frozenset) -> bool:
+        """Whether ``full`` is a wrapper whose every construction wraps a safe global. BUILD calls are not
+        constructions: a global smuggled in through the state is judged on its own like every global."""
+        built = [c for c in calls if c["opcode"] != "BUILD"]
+        if full not in self.wrappers or not built:
+            return False
+        for call in built:
+            wrapped = self.wrapped(full, call, facts, data)
+            if wrapped is None or self.verdict(*wrapped, allowed) != "safe":
+                return False
+        return True
 
     def is_deserializer(self, module: str, name: str) -> bool:
         attrs = name.split(".")
@@ -140,7 +172,7 @@ class PickleScanner:
                         if (f"{module}.{name}", call["offset"]) not in embedded:
                             embedded.add((f"{module}.{name}", call["offset"]))
                             yield from self._embedded(artifact, ctx, data, f"{module}.{name}", call)
-                if verdict == "safe":
+                if verdict == "safe" or policy.wraps_only_safe(f"{module}.{name}", calls, facts, data, allowed):
                     continue
                 entry = seen.setdefault((module, name), {"offset": g["offset"], "opcode": g["opcode"], "count": 0,
                                                          "calls": [], "verdict": verdict,
