@@ -45,8 +45,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MIB = 1 << 20
-
 # Exit codes as each tool documents them (for the "result" column).
 RC_MEANING = {
     "ml-guard": {0: "nothing ≥ high", 1: "finding ≥ high", 2: "error"},
@@ -222,17 +220,15 @@ def run_once(cmd: list[str], timeout: float, cwd: Path, env: dict, log_path: Pat
     return Run(wall, maxrss_kb, None if timed_out.is_set() else rc, tail, load)
 
 
-def measure(tool: str, inp: Input, cmd: list[str] | None, args, scratch: Path, env: dict,
-            runs: int | None = None) -> Cell:
+def measure(tool: str, inp: Input, cmd: list[str] | None, args, scratch: Path, env: dict) -> Cell:
     if cmd is None:
         return Cell(tool, inp.key, "not installed")
-    runs = runs or args.runs
     cell = Cell(tool, inp.key, "ok")
     cwd = scratch / "cwd"
     cwd.mkdir(exist_ok=True)
     if inp.key == "0":  # the tool's first start in this run: fills its byte-code cache; not counted
         run_once(cmd, args.timeout, cwd, env, scratch / f"log-{tool.replace(' ', '_')}-warmup.txt")
-    for i in range(runs):
+    for i in range(args.runs):
         run = run_once(cmd, args.timeout, cwd, env, scratch / f"log-{tool.replace(' ', '_')}-{inp.key}-{i}.txt")
         cell.runs.append(run)
         if run.rc is None:
@@ -317,7 +313,7 @@ def mlguard_build() -> str:
     """Which ML Guard ran: the commit of the source tree, whether it had local changes, and the native
     module's modification time (an editable install is rebuilt in place, possibly during a run)."""
     repo = Path(__file__).resolve().parent.parent
-    git = ["git", "-C", str(repo)]
+    git = ["git", "--no-optional-locks", "-C", str(repo)]  # read-only: never touches the index
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True).stdout.strip()
@@ -328,7 +324,8 @@ def mlguard_build() -> str:
         so = Path(res.stdout.strip())
         if so.name == "__init__.py":
             so = next((p for p in so.parent.glob("*.so")), so)
-        native = f"native module built {datetime.datetime.fromtimestamp(so.stat().st_mtime, datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        built = datetime.datetime.fromtimestamp(so.stat().st_mtime, datetime.timezone.utc)
+        native = f"native module built {built:%Y-%m-%d %H:%M:%S} UTC"
     return f"commit {head or '?'}{' + uncommitted changes' if dirty else ''}; {native}"
 
 
@@ -367,20 +364,16 @@ def make_inputs(scratch: Path, args) -> list[Input]:
         p.write_bytes(pickle.dumps(rows, protocol=4))
         del rows
         inputs.append(Input("a", "opcode-dense pickle", p, False))
-    torch_inputs = []
-    if "b" in wanted:
-        side = 2560 if args.small else 8192
-        torch_inputs.append(Input("b", f"PyTorch checkpoint, 4 tensors of {side}x{side} float32",
-                                  scratch / "big.pt", True))
-        # 4 random float32 tensors of side x side (~1 GB, or ~105 MB with --small)
-        spec_b = [side, side]
-    if "c" in wanted:
-        torch_inputs.append(Input("c", "PyTorch checkpoint, 5,000 tensors of 32 float32", scratch / "many.pt", True))
-    if torch_inputs:
-        # torch is imported in a child so the harness stays small (its children fork from it)
-        jobs = [[str(i.path), *((4, spec_b) if i.key == "b" else (5000, [32]))] for i in torch_inputs]
+    # (key, label, file, tensors, shape of each): random float32 tensors, torch.save of the state_dict
+    side = 2560 if args.small else 8192  # four tensors: ~1.07 GB, or ~105 MB with --small
+    specs = [("b", f"PyTorch checkpoint, 4 tensors of {side}x{side} float32", "big.pt", 4, [side, side]),
+             ("c", "PyTorch checkpoint, 5,000 tensors of 32 float32", "many.pt", 5000, [32])]
+    specs = [spec for spec in specs if spec[0] in wanted]
+    if specs:
+        # torch is imported in a child, which keeps it out of the harness
+        jobs = [[str(scratch / name), count, shape] for _, _, name, count, shape in specs]
         subprocess.run([sys.executable, "-c", MAKE_TORCH, json.dumps(jobs)], check=True)
-        inputs.extend(torch_inputs)
+        inputs.extend(Input(key, label, scratch / name, True) for key, label, name, _, _ in specs)
     for inp in inputs:
         inp.size = inp.path.stat().st_size
     return inputs
@@ -568,8 +561,10 @@ def render(inputs: list[Input], cells: list[Cell], inproc: dict, start: dict, ba
             findings = ", ".join(sorted(set(r["findings"]))) or "none"
             if r["errors"]:
                 findings += f"; errors: {r['errors']}"
+            # a large checkpoint is not read whole (zip directory, data.pkl, tensor heads): no throughput
+            rate = "n/a" if inp.is_zip and inp.size > 100e6 else f"{inp.size / 1e6 / r['best']:,.0f} MB/s"
             w(f"| ({inp.key}) {inp.label}, {fmt_size(inp.size)} | {fmt_ms(r['best'])} | {fmt_ms(r['median'])} | "
-              f"{fmt_ms(r['first'])} | {inp.size / 1e6 / r['best']:,.0f} MB/s | "
+              f"{fmt_ms(r['first'])} | {rate} | "
               f"{r['hwm_after_import_kb'] / 1024:.0f} → {r['hwm_kb'] / 1024:.0f} MiB | {findings} |")
         w("")
     if start:

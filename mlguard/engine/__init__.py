@@ -45,15 +45,43 @@ Python values::
                                                 | "str-raw-unicode-escape" | "bytes" | "bytearray",
                             "offset": 30, "length": 7},      # a string/bytes literal argument
                            {"index": 1, "kind": "global",
-                            "global": 2}]}],                 # an imported-global argument
+                            "global": 2}],                   # an imported-global argument
+                  "count": 1}],            # call sites this fact stands for (compact mode)
      "ext":     [{"pickle": 0, "offset": 9, "opcode": "EXT1" | "EXT2" | "EXT4", "code": 123}],
-     "persistent_ids": [{"pickle": 0, "offset": 77, "opcode": "PERSID" | "BINPERSID"}],
+     "persistent_ids": [{"pickle": 0, "offset": 77, "opcode": "PERSID" | "BINPERSID",
+                         "count": 1}],     # persistent ids this fact stands for (compact mode)
      "raw_spans": [{"pickle": 0, "offset": 229, "length": 59, "padding": 11,
                     "kind": "joblib-array"}],      # bytes joblib reads raw (see below)
      "opcode_counts": {"GLOBAL": 1, "REDUCE": 1, ...},  # pickletools names, all pickles summed
      "limit": None | "opcodes" | "memo" | "stack" | "pickles" | "facts",
      "trailing": None | {"offset": int, "length": int},
     }
+
+``calls`` and ``persistent_ids`` are in the order the opcodes ran (a joblib nested pickle's
+facts come between those of the BUILD that reads it and the next opcode of its parent), as are
+the other lists.
+
+Compact mode (``compact=True``). A big checkpoint calls the same few globals thousands of times
+(a PyTorch ``data.pkl`` with N tensors: N ``_rebuild_tensor_v2`` and N ``OrderedDict`` REDUCEs,
+N BINPERSIDs); building one dict per call costs far more than the parse. With ``compact=True``:
+
+- the calls whose ``args`` list is empty are grouped by (``pickle``, ``opcode``, ``target``)
+  (``target`` None is a group of its own): each group is ONE fact with the group's first
+  call's ``offset`` and ``count`` = the number of calls in the group, ``args`` [];
+- the calls with a non-empty ``args`` list stay one fact each, ``count`` 1;
+- ``persistent_ids`` are grouped by (``pickle``, ``opcode``) the same way (all of them: they
+  have no arguments);
+- order: each list is the normal list in which every group is kept at the position of its
+  first member and its other members are dropped (first-occurrence order; as offsets increase
+  along a pickle, this is also the order of each fact's first offset, except around a joblib
+  nested pickle read while a frame is unfinished).
+
+Summing ``count`` per (pickle, opcode, target) [per (pickle, opcode) for persistent ids] gives
+the same totals in both modes, and expanding the groups gives back the normal lists except
+the groups' later offsets. Nothing else changes: ``max_facts`` counts every call and every
+persistent id, grouped or not, so limits, statuses, errors, ``globals``, ``ext``,
+``raw_spans``, ``opcode_counts`` and ``trailing`` are exactly those of the normal mode. In the
+normal mode every ``count`` is 1.
 
 Offsets are byte offsets in ``data`` (for :func:`pickle_facts_file`, from the start of the
 range): of the opcode, except for argument payloads and raw spans.
@@ -186,7 +214,8 @@ counts opcodes over all pickles and is checked before each opcode; ``max_stack``
 plus open marks) and ``max_memo`` (distinct memo keys) are checked after each opcode;
 ``max_pickles`` (nested pickles included) before starting each pickle; ``max_facts`` (globals +
 calls + ext + persistent_ids + frame violations + raw spans, which bounds the size of the
-result) after each opcode.
+result; calls and persistent ids are counted one per opcode even when ``compact`` groups them)
+after each opcode.
 """
 from __future__ import annotations
 
@@ -235,7 +264,8 @@ class PickleLimits:
     (this does not stop the analysis)."""
     max_facts: int = 1_000_000
     """Facts recorded (globals + calls + ext + persistent ids + frame violations + raw spans):
-    bounds the result's memory."""
+    bounds the result's memory. Calls and persistent ids count one per opcode, also when
+    ``compact=True`` reports them grouped."""
 
     def __post_init__(self) -> None:
         for field in ("max_opcodes", "max_memo", "max_stack", "max_pickles", "max_string", "max_facts"):
@@ -323,26 +353,31 @@ def engine_status() -> str:
     return f"python (reference; native extension unavailable: {_native_error})"
 
 
-def _pickle_kwargs(limits: PickleLimits, follow_joblib: bool) -> dict:
+def _pickle_kwargs(limits: PickleLimits, follow_joblib: bool, compact: bool) -> dict:
     if not isinstance(limits, PickleLimits):
         raise TypeError(f"limits must be a PickleLimits, not {type(limits).__name__}")
     return dict(max_opcodes=limits.max_opcodes, max_memo=limits.max_memo,
                 max_stack=limits.max_stack, max_pickles=limits.max_pickles,
                 max_string=limits.max_string, max_facts=limits.max_facts,
-                follow_joblib=bool(follow_joblib))
+                follow_joblib=bool(follow_joblib), compact=bool(compact))
 
 
 def pickle_facts(data, *, limits: PickleLimits = DEFAULT_PICKLE_LIMITS,
-                 engine: Optional[str] = None, follow_joblib: bool = True) -> dict:
+                 engine: Optional[str] = None, follow_joblib: bool = True,
+                 compact: bool = False) -> dict:
     """Facts about the pickle stream(s) in ``data``; see the module docstring for the schema.
 
     ``data`` is any bytes-like object (bytes, bytearray, memoryview, mmap.mmap, ...); the native
     engine reads it in place and releases the GIL while parsing. ``engine`` forces ``"native"``
     or ``"python"`` for this call. ``follow_joblib=False`` reads the stream as ``pickle.load``
-    does, without skipping joblib array data. Never raises because of the content of ``data``.
+    does, without skipping joblib array data. ``compact=True`` reports the argument-less calls
+    of one (pickle, opcode, target) as one fact with a ``count``, and the persistent ids of one
+    (pickle, opcode) likewise (see "Compact mode" in the module docstring): same limits and
+    same other facts, far fewer Python objects for big checkpoints; every fact has ``count``
+    (1 in the normal mode). Never raises because of the content of ``data``.
     For a file, prefer :func:`pickle_facts_file` (bounded memory).
     """
-    kwargs = _pickle_kwargs(limits, follow_joblib)
+    kwargs = _pickle_kwargs(limits, follow_joblib, compact)
     with memoryview(data) as view:  # TypeError for non-buffers, same for both engines
         contiguous = view.c_contiguous
     if not contiguous:
@@ -355,16 +390,17 @@ def pickle_facts(data, *, limits: PickleLimits = DEFAULT_PICKLE_LIMITS,
 
 def pickle_facts_file(path, offset: int = 0, length: Optional[int] = None, *,
                       limits: PickleLimits = DEFAULT_PICKLE_LIMITS, engine: Optional[str] = None,
-                      follow_joblib: bool = True) -> dict:
+                      follow_joblib: bool = True, compact: bool = False) -> dict:
     """:func:`pickle_facts` of ``length`` bytes (None: the rest) of the file at ``path`` from
-    ``offset``: the same facts as ``pickle_facts(file_bytes[offset:offset + length])``.
+    ``offset``: the same facts as ``pickle_facts(file_bytes[offset:offset + length])`` (with the
+    same ``follow_joblib`` and ``compact``).
 
     The native engine maps the file privately and releases the pages behind the parser, so
     memory does not grow with the file (only with the facts and the pickle's own stack and memo,
     which the limits bound). Raises OSError if the file cannot be opened and ValueError if the
     range is not inside the file; never because of the content.
     """
-    kwargs = _pickle_kwargs(limits, follow_joblib)
+    kwargs = _pickle_kwargs(limits, follow_joblib, compact)
     path = os.fspath(path)
     for name, value in (("offset", offset), ("length", length)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -157,6 +157,7 @@ mod bindings {
         let k_pickle = intern!(py, "pickle");
         let k_offset = intern!(py, "offset");
         let k_opcode = intern!(py, "opcode");
+        let k_count = intern!(py, "count");
 
         let pickles = PyList::empty(py);
         for p in &f.pickles {
@@ -225,6 +226,7 @@ mod bindings {
                 args.append(ad)?;
             }
             d.set_item(intern!(py, "args"), args)?;
+            d.set_item(k_count, c.count)?;
             calls.append(d)?;
         }
 
@@ -244,6 +246,7 @@ mod bindings {
             d.set_item(k_pickle, p.pickle)?;
             d.set_item(k_offset, p.offset)?;
             d.set_item(k_opcode, opname(p.opcode))?;
+            d.set_item(k_count, p.count)?;
             pids.append(d)?;
         }
 
@@ -284,12 +287,12 @@ mod bindings {
     }
 
     /// pickle_facts(data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string,
-    ///              max_facts, follow_joblib=True)
+    ///              max_facts, follow_joblib=True, compact=False)
     ///
     /// Facts about the pickle(s) in a bytes-like object; see `mlguard.engine.pickle_facts`,
     /// which is the supported entry point. The GIL is released while parsing.
     #[pyfunction]
-    #[pyo3(signature = (data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts, follow_joblib=true))]
+    #[pyo3(signature = (data, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts, follow_joblib=true, compact=false))]
     #[allow(clippy::too_many_arguments)] // one keyword argument per limit
     fn pickle_facts<'py>(
         py: Python<'py>,
@@ -301,6 +304,7 @@ mod bindings {
         max_string: u64,
         max_facts: u64,
         follow_joblib: bool,
+        compact: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         if max_string > u32::MAX as u64 {
             return Err(PyValueError::new_err("max_string is too large"));
@@ -313,7 +317,10 @@ mod bindings {
             max_string,
             max_facts,
         };
-        let opts = pickle::Options { follow_joblib };
+        let opts = pickle::Options {
+            follow_joblib,
+            compact,
+        };
         let input = Input::new(data)?;
         let slice: &[u8] = input.as_slice();
         let facts = py.detach(|| pickle::analyze_with(slice, &limits, &opts, None));
@@ -322,12 +329,13 @@ mod bindings {
         out
     }
 
-    /// pickle_facts_file(path, offset, length, *, max_opcodes, ..., follow_joblib=True)
+    /// pickle_facts_file(path, offset, length, *, max_opcodes, ..., follow_joblib=True,
+    ///                   compact=False)
     ///
     /// `pickle_facts` of `length` bytes (None: the rest) of a file from `offset`, read through
     /// a private mapping whose pages are released behind the parser. GIL released.
     #[pyfunction]
-    #[pyo3(signature = (path, offset, length, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts, follow_joblib=true))]
+    #[pyo3(signature = (path, offset, length, *, max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts, follow_joblib=true, compact=false))]
     #[allow(clippy::too_many_arguments)] // one keyword argument per limit
     fn pickle_facts_file<'py>(
         py: Python<'py>,
@@ -341,6 +349,7 @@ mod bindings {
         max_string: u64,
         max_facts: u64,
         follow_joblib: bool,
+        compact: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         if max_string > u32::MAX as u64 {
             return Err(PyValueError::new_err("max_string is too large"));
@@ -353,7 +362,10 @@ mod bindings {
             max_string,
             max_facts,
         };
-        let opts = pickle::Options { follow_joblib };
+        let opts = pickle::Options {
+            follow_joblib,
+            compact,
+        };
         let facts = py
             .detach(|| pickle::analyze_file(&path, offset, length, &limits, &opts))
             .map_err(|e| match e.kind() {

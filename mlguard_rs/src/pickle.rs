@@ -243,12 +243,20 @@ pub struct Options {
     /// bytes (or analyse the nested pickle of an object array) that joblib reads from the
     /// file. With `false` the stream is read as `pickle.load` reads it.
     pub follow_joblib: bool,
+    /// Aggregate repeated facts (see [`CallFact::count`] and [`PersIdFact::count`]): calls
+    /// without arguments facts are grouped by (pickle, opcode, target) and persistent ids by
+    /// (pickle, opcode), each group reported once, where its first member would be, with the
+    /// first member's offset and the group's size. Nothing else changes: `max_facts` still
+    /// counts every call and persistent id, so limits, statuses and all other facts are those
+    /// of the uncompacted analysis.
+    pub compact: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             follow_joblib: true,
+            compact: false,
         }
     }
 }
@@ -568,6 +576,10 @@ pub struct CallFact {
     /// String and bytes literals and imported globals among the direct arguments, in order
     /// (at most [`MAX_ARGS`]).
     pub args: Vec<ArgFact>,
+    /// Call sites this fact stands for: 1, except with [`Options::compact`], where the calls
+    /// of one pickle with the same opcode and target and empty `args` are one fact (`offset`
+    /// is the first one's).
+    pub count: u64,
 }
 
 /// EXT1/EXT2/EXT4: an import through `copyreg`'s extension registry.
@@ -585,6 +597,9 @@ pub struct PersIdFact {
     pub pickle: usize,
     pub offset: usize,
     pub opcode: u8,
+    /// Persistent ids this fact stands for: 1, except with [`Options::compact`], where those
+    /// of one pickle with the same opcode are one fact (`offset` is the first one's).
+    pub count: u64,
 }
 
 /// Bytes after the last pickle that do not start another pickle.
@@ -655,7 +670,7 @@ pub fn analyze_with(
     opts: &Options,
     progress: Option<&mut dyn FnMut(usize)>,
 ) -> Facts {
-    let mut ctx = Ctx::new(*limits, progress);
+    let mut ctx = Ctx::new(*limits, opts.compact, progress);
     let mut pos = 0usize;
     loop {
         if !ctx.facts.pickles.is_empty() {
@@ -709,6 +724,7 @@ fn run_pickle(
     let limits = ctx.limits;
     let mut m = Machine::new(data, start, index, parent, joblib, &limits);
     let info = m.run(ctx);
+    Scratch::give_back(m);
     let end = info.end;
     let file_pos = info.frame_end.or(info.end).unwrap_or(start);
     ctx.facts.pickles[index] = info;
@@ -761,6 +777,30 @@ const NO_OBJ: u32 = u32::MAX;
 const MAYBE_OBJ: u32 = u32::MAX - 1;
 /// `Val::Result::target` when the callable is not a global.
 const NO_GLOBAL: u32 = u32::MAX;
+
+/// Compact mode: no group of calls / persistent ids yet.
+const NO_GROUP: u32 = u32::MAX;
+/// Opcodes that record calls: REDUCE, INST, OBJ, NEWOBJ, NEWOBJ_EX, BUILD, APPEND, APPENDS,
+/// SETITEM, SETITEMS, ADDITEMS.
+const CALL_SLOTS: usize = 11;
+
+/// Position of a call opcode among [`CALL_SLOTS`].
+fn call_slot(opcode: u8) -> usize {
+    use op::*;
+    match opcode {
+        REDUCE => 0,
+        INST => 1,
+        OBJ => 2,
+        NEWOBJ => 3,
+        NEWOBJ_EX => 4,
+        BUILD => 5,
+        APPEND => 6,
+        APPENDS => 7,
+        SETITEM => 8,
+        SETITEMS => 9,
+        _ => 10, // ADDITEMS
+    }
+}
 
 /// A symbolic stack / memo value. 16 bytes, Copy: strings are spans of the data, tuples
 /// indices into the pickle's [`Tuples`].
@@ -1381,6 +1421,59 @@ impl Memo {
     }
 }
 
+/// The big working buffers of a [`Machine`] (stack, memo, tuples), kept by each thread between
+/// two analyses: allocating them afresh for every input costs one page fault per 4 KiB touched,
+/// which for a checkpoint of thousands of tensors (a memo of ~40k keys, ~70k tuple items) is
+/// more than the parse itself. Buffers are handed out empty, so results never depend on them;
+/// a buffer above [`SCRATCH_KEEP`] bytes is freed instead of kept.
+#[derive(Default)]
+struct Scratch {
+    stack: Vec<Val>,
+    marks: Vec<usize>,
+    memo: Vec<Option<Val>>,
+    tuple_hdrs: Vec<(u32, u32, usize)>,
+    tuple_items: Vec<Val>,
+}
+
+/// Largest buffer (bytes of capacity) a thread keeps for the next analysis.
+const SCRATCH_KEEP: usize = 4 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+impl Scratch {
+    /// This thread's kept buffers (empty), or new ones (a nested pickle while its parent holds
+    /// them, or the first analysis on this thread).
+    fn take() -> Scratch {
+        SCRATCH
+            .try_with(|c| c.take())
+            .ok()
+            .flatten()
+            .map(|b| *b)
+            .unwrap_or_default()
+    }
+
+    /// Keep the buffers of a finished machine for the next one (emptied; too large ones freed).
+    fn give_back(m: Machine) {
+        fn keep<T>(mut v: Vec<T>) -> Vec<T> {
+            if v.capacity().saturating_mul(std::mem::size_of::<T>()) > SCRATCH_KEEP {
+                return Vec::new();
+            }
+            v.clear();
+            v
+        }
+        let s = Scratch {
+            stack: keep(m.stack),
+            marks: keep(m.marks),
+            memo: keep(m.memo.dense),
+            tuple_hdrs: keep(m.tuples.hdrs),
+            tuple_items: keep(m.tuples.items),
+        };
+        let _ = SCRATCH.try_with(|c| c.set(Some(Box::new(s))));
+    }
+}
+
 /// Why an opcode stopped the pickle.
 enum Halt {
     Truncated,
@@ -1411,6 +1504,13 @@ struct Ctx<'h> {
     recorded: u64,
     /// `GKind` of each entry of `facts.globals`.
     gkind: Vec<GKind>,
+    /// [`Options::compact`].
+    compact: bool,
+    /// Compact mode: for each entry of `facts.globals`, per call opcode ([`call_slot`]), the
+    /// index in `facts.calls` of the group of argument-less calls of that global (NO_GROUP if
+    /// none yet). A global is only ever on the stack of the pickle that imported it, so the
+    /// global identifies the pickle of the group.
+    call_groups: Vec<[u32; CALL_SLOTS]>,
     /// A numpy dtype singleton may have been modified: dtypes are no longer known.
     dtype_poisoned: bool,
     progress: Option<&'h mut dyn FnMut(usize)>,
@@ -1424,7 +1524,7 @@ const PROGRESS_STEP: usize = 8 << 20;
 const CHECK_EVERY: u64 = 4096;
 
 impl<'h> Ctx<'h> {
-    fn new(limits: Limits, progress: Option<&'h mut dyn FnMut(usize)>) -> Self {
+    fn new(limits: Limits, compact: bool, progress: Option<&'h mut dyn FnMut(usize)>) -> Self {
         let next_progress = if progress.is_some() {
             PROGRESS_STEP
         } else {
@@ -1437,6 +1537,8 @@ impl<'h> Ctx<'h> {
             total: 0,
             recorded: 0,
             gkind: Vec::new(),
+            compact,
+            call_groups: Vec::new(),
             dtype_poisoned: false,
             progress,
             next_progress,
@@ -1496,6 +1598,11 @@ struct Machine<'a> {
     max_memo: usize,
     /// Facts were recorded by the current opcode: check `max_facts` after it.
     check_facts: bool,
+    /// Compact mode: index in `facts.calls` of this pickle's group of argument-less calls
+    /// whose target is not a global, per call opcode (NO_GROUP if none yet).
+    untargeted_groups: [u32; CALL_SLOTS],
+    /// Compact mode: index in `facts.persistent_ids` of this pickle's PERSID / BINPERSID group.
+    persid_groups: [u32; 2],
     /// Opcodes executed in this pickle; `ctx.total` is `total_base + ops`.
     ops: u64,
     total_base: u64,
@@ -1512,6 +1619,7 @@ impl<'a> Machine<'a> {
         joblib: bool,
         limits: &Limits,
     ) -> Self {
+        let scratch = Scratch::take();
         Machine {
             data,
             n: data.len(),
@@ -1527,13 +1635,20 @@ impl<'a> Machine<'a> {
             joblib,
             saw_wrapper: false,
             wrapper_class_tainted: false,
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: Memo::default(),
+            stack: scratch.stack,
+            marks: scratch.marks,
+            memo: Memo {
+                dense: scratch.memo,
+                sparse: HashMap::new(),
+                len: 0,
+            },
             proto: 0,
             first_proto: None,
             violations: Vec::new(),
-            tuples: Tuples::default(),
+            tuples: Tuples {
+                hdrs: scratch.tuple_hdrs,
+                items: scratch.tuple_items,
+            },
             next_dict: 0,
             dicts: HashMap::new(),
             dict_overflow: false,
@@ -1541,6 +1656,8 @@ impl<'a> Machine<'a> {
             max_stack: usize::try_from(limits.max_stack).unwrap_or(usize::MAX),
             max_memo: usize::try_from(limits.max_memo).unwrap_or(usize::MAX),
             check_facts: false,
+            untargeted_groups: [NO_GROUP; CALL_SLOTS],
+            persid_groups: [NO_GROUP; 2],
             ops: 0,
             total_base: 0,
             next_check: 0,
@@ -1881,6 +1998,9 @@ impl<'a> Machine<'a> {
             truncated,
         });
         ctx.gkind.push(kind);
+        if ctx.compact {
+            ctx.call_groups.push([NO_GROUP; CALL_SLOTS]);
+        }
         ctx.recorded += 1;
         self.check_facts = true;
         u32::try_from(ctx.facts.globals.len() - 1).unwrap_or(NO_GLOBAL)
@@ -1894,15 +2014,60 @@ impl<'a> Machine<'a> {
         target: Option<u32>,
         args: Vec<ArgFact>,
     ) {
+        let target = target.filter(|&t| t != NO_GLOBAL);
+        // Every call counts toward max_facts, grouped or not (compact changes no limit).
+        ctx.recorded += 1;
+        self.check_facts = true;
+        if ctx.compact && args.is_empty() {
+            let slot = call_slot(opcode);
+            let group = match target {
+                Some(g) => &mut ctx.call_groups[g as usize][slot],
+                None => &mut self.untargeted_groups[slot],
+            };
+            if *group != NO_GROUP {
+                let fact = &mut ctx.facts.calls[*group as usize];
+                debug_assert!(fact.pickle == self.index && fact.opcode == opcode);
+                fact.count += 1;
+                return;
+            }
+            if let Ok(i) = u32::try_from(ctx.facts.calls.len()) {
+                if i != NO_GROUP {
+                    *group = i;
+                }
+            }
+        }
         ctx.facts.calls.push(CallFact {
             pickle: self.index,
             offset: at,
             opcode,
-            target: target.filter(|&t| t != NO_GLOBAL).map(|t| t as usize),
+            target: target.map(|t| t as usize),
             args,
+            count: 1,
         });
+    }
+
+    /// Record a PERSID / BINPERSID (grouped per opcode in compact mode).
+    fn add_persistent_id(&mut self, ctx: &mut Ctx, at: usize, opcode: u8) {
         ctx.recorded += 1;
         self.check_facts = true;
+        if ctx.compact {
+            let group = &mut self.persid_groups[usize::from(opcode == op::BINPERSID)];
+            if *group != NO_GROUP {
+                ctx.facts.persistent_ids[*group as usize].count += 1;
+                return;
+            }
+            if let Ok(i) = u32::try_from(ctx.facts.persistent_ids.len()) {
+                if i != NO_GROUP {
+                    *group = i;
+                }
+            }
+        }
+        ctx.facts.persistent_ids.push(PersIdFact {
+            pickle: self.index,
+            offset: at,
+            opcode,
+            count: 1,
+        });
     }
 
     /// Decoded text of a str literal, at most `max_string` code points.
@@ -2764,24 +2929,12 @@ impl<'a> Machine<'a> {
                 if !l.is_ascii() {
                     return err(ErrorCode::BadArgument);
                 }
-                ctx.facts.persistent_ids.push(PersIdFact {
-                    pickle: self.index,
-                    offset: at,
-                    opcode: code,
-                });
-                ctx.recorded += 1;
-                self.check_facts = true;
+                self.add_persistent_id(ctx, at, code);
                 self.stack.push(Val::Unknown);
             }
             BINPERSID => {
                 self.pop()?;
-                ctx.facts.persistent_ids.push(PersIdFact {
-                    pickle: self.index,
-                    offset: at,
-                    opcode: code,
-                });
-                ctx.recorded += 1;
-                self.check_facts = true;
+                self.add_persistent_id(ctx, at, code);
                 self.stack.push(Val::Unknown);
             }
             _ => return err(ErrorCode::InvalidOpcode),
@@ -4439,6 +4592,7 @@ mod tests {
             &Limits::default(),
             &Options {
                 follow_joblib: false,
+                ..Options::default()
             },
             None,
         );

@@ -262,8 +262,12 @@ def classify_global(module: str, name: str, protocol: int, truncated: bool) -> i
 class _Analysis:
     """One call of :func:`analyze`: the data, limits, facts so far and the opcode budget."""
 
-    def __init__(self, data, limits):
+    def __init__(self, data, limits, compact=False):
         self.data = data
+        self.compact = compact
+        # compact mode: (pickle, opcode, target) / (pickle, opcode) -> index of the group's fact
+        self.call_groups: dict = {}
+        self.pid_groups: dict = {}
         self.n = len(data)
         (self.max_opcodes, self.max_memo, self.max_stack,
          self.max_pickles, self.max_string, self.max_facts) = limits
@@ -519,9 +523,29 @@ class _Machine:
         return len(a.globals) - 1
 
     def add_call(self, at, opcode, target, args) -> None:
-        self.a.calls.append({"pickle": self.index, "offset": at, "opcode": opcode, "target": target,
-                             "args": args})
-        self.a.recorded += 1
+        a = self.a
+        a.recorded += 1  # every call counts toward max_facts, grouped or not
+        if a.compact and not args:
+            key = (self.index, opcode, target)
+            group = a.call_groups.get(key)
+            if group is not None:
+                a.calls[group]["count"] += 1
+                return
+            a.call_groups[key] = len(a.calls)
+        a.calls.append({"pickle": self.index, "offset": at, "opcode": opcode, "target": target,
+                        "args": args, "count": 1})
+
+    def add_persistent_id(self, at, opcode) -> None:
+        a = self.a
+        a.recorded += 1
+        if a.compact:
+            key = (self.index, opcode)
+            group = a.pid_groups.get(key)
+            if group is not None:
+                a.persistent_ids[group]["count"] += 1
+                return
+            a.pid_groups[key] = len(a.persistent_ids)
+        a.persistent_ids.append({"pickle": self.index, "offset": at, "opcode": opcode, "count": 1})
 
     def text_of(self, v):
         return _cut(_text(self.data, v[1], v[3], v[4]), self.a.max_string)
@@ -1279,15 +1303,13 @@ def _obj(m, code, at):
 def _persid(m, code, at):
     if not m.line_bytes().isascii():
         _fail("bad-argument")
-    m.a.persistent_ids.append({"pickle": m.index, "offset": at, "opcode": "PERSID"})
-    m.a.recorded += 1
+    m.add_persistent_id(at, "PERSID")
     m.stack.append(_UNKNOWN)
 
 
 def _binpersid(m, code, at):
     m.pop()
-    m.a.persistent_ids.append({"pickle": m.index, "offset": at, "opcode": "BINPERSID"})
-    m.a.recorded += 1
+    m.add_persistent_id(at, "BINPERSID")
     m.stack.append(_UNKNOWN)
 
 
@@ -1323,11 +1345,13 @@ assert set(_DISPATCH) == set(OPCODE_NAMES)
 
 
 def analyze(data, *, max_opcodes: int, max_memo: int, max_stack: int, max_pickles: int,
-            max_string: int, max_facts: int, follow_joblib: bool = True) -> dict:
+            max_string: int, max_facts: int, follow_joblib: bool = True,
+            compact: bool = False) -> dict:
     """Facts about the pickle(s) in ``data`` (see :func:`mlguard.engine.pickle_facts`)."""
     if not isinstance(data, (bytes, bytearray, mmap.mmap)):
         data = memoryview(data).tobytes()  # the reference engine may copy other buffers
-    a = _Analysis(data, (max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts))
+    a = _Analysis(data, (max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts),
+                  bool(compact))
     pos = 0
     while True:
         if a.pickles:
