@@ -493,3 +493,19 @@ def test_many_inconsistencies_are_summed_up():
     dup = found(scan_bytes(data, name="d.zip"), "archive-inconsistent")
     assert len(dup) == 21
     assert [f.evidence for f in dup if "more" in f.evidence] == [{"kind": "duplicate-name", "more": 5}]
+
+
+@pytest.mark.parametrize("tensors", [3, 80])  # below and above the tensor-directory skim threshold
+def test_tensor_bytes_that_look_like_a_pickle_raise_nothing(tensors):
+    """Raw tensor storage is never unpickled by torch.load: random bytes after a pickle magic are not findings."""
+    import random
+    torch = pytest.importorskip("torch")
+    rng = random.Random(3)
+    payloads = [b"\x80\x05" + bytes(rng.randrange(256) for _ in range(4000)), b"\x80\x02\x8a\x0a" + bytes(200),
+                b"(dp0\nS'a'\n" + bytes(100)]
+    state = {f"t{i}": torch.frombuffer(bytearray(payloads[i % 3]), dtype=torch.uint8).clone()
+             for i in range(tensors)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    result = scan_bytes(buf.getvalue(), name="m.pt")
+    assert [f for f in result.findings if f.severity >= Severity.MEDIUM] == []

@@ -278,7 +278,8 @@ def test_stack_global_through_the_memo():
     assert (g["module"], g["name"], g["resolution"]) == ("os", "system", "memo")
     assert g["offset"] == data.index(b"\x93")
     assert f["calls"] == [{"pickle": 0, "offset": data.index(b"R"), "opcode": "REDUCE", "target": 0,
-                           "args": [{"index": 0, "kind": "str", "offset": data.index(b"id"), "length": 2}]}]
+                           "args": [{"index": 0, "kind": "str", "offset": data.index(b"id"), "length": 2}],
+                           "count": 1}]
     # one operand literal, one from the memo is still "memo"
     data = b"\x80\x04" + su("os") + b"\x94" + su("system") + b"\x93." 
     assert facts(data)["globals"][0]["resolution"] == "literal"
@@ -331,7 +332,8 @@ def test_filling_a_global_container_is_a_call():
     assert names(f) == [("os", "environ")]
     assert f["calls"] == [{"pickle": 0, "offset": data.index(b"s."), "opcode": "SETITEM", "target": 0,
                            "args": [{"index": 0, "kind": "str-raw-unicode-escape", "offset": 13, "length": 10},
-                                    {"index": 1, "kind": "str-raw-unicode-escape", "offset": 25, "length": 9}]}]
+                                    {"index": 1, "kind": "str-raw-unicode-escape", "offset": 25, "length": 9}],
+                           "count": 1}]
     f = facts(b"cbuiltins\nset\n(K\x01\x90cbuiltins\nlist\n(Ne]Na}NNs(NNu.")
     assert [(c["opcode"], c["target"]) for c in f["calls"]] == [("ADDITEMS", 0), ("APPENDS", 1)]
     # ordinary containers are not calls
