@@ -1516,3 +1516,239 @@ def test_pickle_facts_file_memory_stays_bounded(tmp_path):
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert int(out.stdout) < 128 * 1024, out.stdout   # KiB
+
+
+# ---------------------------------------------------------------------------------------------
+# Compact mode: argument-less calls and persistent ids grouped, with a count
+# ---------------------------------------------------------------------------------------------
+
+def compact_of(normal: dict) -> dict:
+    """The documented compact facts, computed from normal-mode facts: each argument-less call
+    group (pickle, opcode, target) / persistent-id group (pickle, opcode) kept where its first
+    member is, with that member's offset and the group size as ``count``; nothing else changes."""
+    out = dict(normal)
+    for key, group_key in (("calls", lambda c: None if c["args"] else (c["pickle"], c["opcode"], c["target"])),
+                           ("persistent_ids", lambda p: (p["pickle"], p["opcode"]))):
+        kept, groups = [], {}
+        for fact in normal[key]:
+            assert fact["count"] == 1, fact
+            k = group_key(fact)
+            if k is not None and k in groups:
+                groups[k]["count"] += 1
+                continue
+            fact = dict(fact)
+            if k is not None:
+                groups[k] = fact
+            kept.append(fact)
+        out[key] = kept
+    return out
+
+
+def totals(f: dict) -> tuple:
+    """Calls per (pickle, opcode, target, args) and persistent ids per (pickle, opcode), counts summed."""
+    calls, pids = collections.Counter(), collections.Counter()
+    for c in f["calls"]:
+        calls[c["pickle"], c["opcode"], c["target"], repr(c["args"])] += c["count"]
+    for p in f["persistent_ids"]:
+        pids[p["pickle"], p["opcode"]] += p["count"]
+    return calls, pids
+
+
+def both_modes(kernel: str, *args, **kwargs) -> dict:
+    """Compact facts from both engines (required identical), checked against the normal facts:
+    they are exactly ``compact_of(normal)``, and expanding the counts gives the normal totals."""
+    normal = assert_engines_agree(kernel, *args, **kwargs)
+    compact = assert_engines_agree(kernel, *args, compact=True, **kwargs)
+    assert all(c["count"] == 1 for c in normal["calls"])
+    assert all(p["count"] == 1 for p in normal["persistent_ids"])
+    diff = first_difference(compact, compact_of(normal))
+    assert diff is None, diff
+    assert totals(compact) == totals(normal)
+    return compact
+
+
+def compact_facts(data, **limits):
+    kw = {"limits": PickleLimits(**limits)} if limits else {}
+    return both_modes("pickle_facts", data, **kw)
+
+
+def torch_state_dict_pickle(torch, n: int) -> bytes:
+    sd = collections.OrderedDict((f"layer{i}.weight", torch.zeros(2)) for i in range(n))
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+
+
+def test_every_fact_has_a_count_in_both_modes():
+    data = pickle.dumps([Exploit(), Exploit("id"), collections.OrderedDict(), collections.OrderedDict()],
+                        protocol=2) + b"Pa\nPb\n0."
+    normal = facts(data)
+    assert normal["calls"] and normal["persistent_ids"]
+    assert all(set(c) == {"pickle", "offset", "opcode", "target", "args", "count"} and c["count"] == 1
+               for c in normal["calls"])
+    assert all(set(p) == {"pickle", "offset", "opcode", "count"} and p["count"] == 1
+               for p in normal["persistent_ids"])
+    compact = compact_facts(data)
+    assert all(set(c) == {"pickle", "offset", "opcode", "target", "args", "count"} for c in compact["calls"])
+    assert all(set(p) == {"pickle", "offset", "opcode", "count"} for p in compact["persistent_ids"])
+    assert pickle_facts(data, compact=False) == normal   # the default
+
+
+def test_compact_groups_by_hand():
+    # REDUCE A(), REDUCE B("x"), REDUCE A(), REDUCE A("x"), REDUCE B(), REDUCE A(), REDUCE None()
+    data = (b"\x80\x02cm\nA\nq\x00cm\nB\nq\x01"
+            b"h\x00)R0" b"h\x01X\x01\x00\x00\x00x\x85R0" b"h\x00)R0" b"h\x00X\x01\x00\x00\x00x\x85R0"
+            b"h\x01)R0" b"h\x00)R0" b"N)R0" b"QQ0" b"Pp\n0" b"N.")
+    normal = facts(data)
+    assert only(normal)["status"] == "stop", normal["pickles"]
+    r = [i for i, b in enumerate(data) if b == ord("R")]
+    assert [(c["offset"], c["target"], len(c["args"])) for c in normal["calls"]] == [
+        (r[0], 0, 0), (r[1], 1, 1), (r[2], 0, 0), (r[3], 0, 1), (r[4], 1, 0), (r[5], 0, 0), (r[6], None, 0)]
+    compact = compact_facts(data)
+    assert [(c["offset"], c["target"], len(c["args"]), c["count"]) for c in compact["calls"]] == [
+        (r[0], 0, 0, 3), (r[1], 1, 1, 1), (r[3], 0, 1, 1), (r[4], 1, 0, 1), (r[6], None, 0, 1)]
+    assert [(p["opcode"], p["offset"], p["count"]) for p in compact["persistent_ids"]] == [
+        ("BINPERSID", data.index(b"QQ"), 2), ("PERSID", data.index(b"Pp"), 1)]
+    for key in ("pickles", "globals", "ext", "raw_spans", "opcode_counts", "limit", "trailing"):
+        assert compact[key] == normal[key], key
+
+
+def test_compact_groups_are_per_pickle_and_opcode():
+    one = b"\x80\x02cm\nA\nq\x00h\x00)Rh\x00)\x81h\x00}bQ0Q0N."   # REDUCE, NEWOBJ, BUILD on A; 2 BINPERSID
+    data = one + one + b"(N)oN)R0."                                  # a second pickle (its own A) and OBJ None
+    compact = compact_facts(data)
+    assert len(compact["pickles"]) == 3
+    assert [(c["pickle"], c["opcode"], c["target"], c["count"]) for c in compact["calls"]] == [
+        (0, "REDUCE", 0, 1), (0, "NEWOBJ", 0, 1), (0, "BUILD", 0, 1),
+        (1, "REDUCE", 1, 1), (1, "NEWOBJ", 1, 1), (1, "BUILD", 1, 1),
+        (2, "OBJ", None, 1), (2, "REDUCE", None, 1)]
+    assert [(p["pickle"], p["count"]) for p in compact["persistent_ids"]] == [(0, 2), (1, 2)]
+
+
+def test_compact_counts_every_call_toward_max_facts():
+    calls = b"N" + b")R" * 5000 + b"."
+    normal = facts(calls, max_facts=1000)
+    compact = compact_facts(calls, max_facts=1000)   # == compact_of(normal): same limit, same offset
+    assert compact["limit"] == "facts" and only(compact)["status"] == "limit"
+    assert only(compact)["error_offset"] == only(normal)["error_offset"]
+    assert [(c["target"], c["offset"], c["count"]) for c in compact["calls"]] == [(None, 2, 1001)]
+    assert compact_facts(calls)["calls"][0]["count"] == 5000
+    pids = b"N" + b"Q" * 3000 + b"."
+    assert compact_facts(pids, max_facts=10)["persistent_ids"][0]["count"] == 11
+
+
+def test_compact_real_pickles_and_joblib():
+    for data in SEEDS + JOBLIB_SEEDS:
+        compact_facts(data)
+        both_modes("pickle_facts", data, follow_joblib=False)
+
+
+def test_compact_analysis_state_does_not_leak_between_calls():
+    # the native engine reuses its working buffers: a memo key stored by one analysis must be
+    # missing in the next, also after a nested (joblib) pickle
+    big = pickle.dumps([str(i) for i in range(3000)], protocol=4)
+    for first in (big, JOBLIB_SEEDS[0], b""):
+        pickle_facts(first, engine="native", compact=True)
+        f = compact_facts(b"\x80\x04h\x05.")
+        assert (only(f)["status"], only(f)["error"]) == ("error", "memo-missing")
+        assert compact_facts(big) == compact_facts(big)
+
+
+def test_compact_torch_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    n = 300
+    data = torch_state_dict_pickle(torch, n)
+    normal = facts(data)
+    compact = compact_facts(data)
+    assert len(normal["calls"]) == 2 * n + 1 and len(normal["persistent_ids"]) == n
+    rebuild = names(compact).index(("torch._utils", "_rebuild_tensor_v2"))
+    odict = names(compact).index(("collections", "OrderedDict"))
+    # the state dict itself (REDUCE of OrderedDict), then one group per callable
+    assert [(c["opcode"], c["target"], c["count"], c["args"]) for c in compact["calls"]] == [
+        ("REDUCE", odict, n + 1, []), ("REDUCE", rebuild, n, [])]
+    assert [(p["opcode"], p["count"]) for p in compact["persistent_ids"]] == [("BINPERSID", n)]
+    # a model's state dict (with _metadata: BUILD) and the file entry point
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 1))
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "epoch": 3, "opt": {"lr": 0.1}}, buf)
+    path = tmp_path / "model.pt"
+    path.write_bytes(buf.getvalue())
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data.pkl"))
+        member = z.read(info)
+    assert info.compress_type == zipfile.ZIP_STORED
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+    start = info.header_offset + 30 + name_len + extra_len
+    got = both_modes("pickle_facts_file", path, start, info.file_size)
+    assert got == compact_facts(member)
+    assert sum(p["count"] for p in got["persistent_ids"]) == len(model.state_dict())
+    # the legacy (non-zip) format: several pickles, persistent ids in the fourth
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(3.0), "b": torch.ones(2)}, buf, _use_new_zipfile_serialization=False)
+    legacy = compact_facts(buf.getvalue())
+    assert [(p["pickle"], p["count"]) for p in legacy["persistent_ids"]] == [(3, 2)]
+
+
+CALL_PRELUDE = b"\x80\x02cm\nA\nq\x000cm\nB\nq\x010cos\nenviron\nq\x020"   # memo 0, 1, 2: globals
+CALL_STATEMENTS = [   # each leaves the stack as it found it
+    b"h\x00)R0", b"h\x01)R0", b"N)R0", b"h\x00X\x01\x00\x00\x00x\x85R0", b"h\x00h\x01\x85R0",
+    b"h\x00)\x810", b"h\x01)}\x920", b"h\x00}b0", b"h\x00)R}b0", b"h\x00)RX\x01\x00\x00\x00sb0",
+    b"h\x02NNs0", b"h\x02(NNu0", b"h\x02Na0", b"h\x02(N\x900", b"h\x02(h\x00e0", b"NQ0", b"Pp\n0",
+    b"(h\x00o0", b"(h\x00X\x01\x00\x00\x00yo0", b"(ia\nb\n0", b"(X\x01\x00\x00\x00zia\nb\n0",
+    b"N." + CALL_PRELUDE,   # the next pickle: its own globals, its own groups
+]
+
+
+@FAST
+@given(st.lists(st.sampled_from(CALL_STATEMENTS), max_size=80).map(b"".join),
+       st.integers(1, 40), st.integers(1, 400))
+def test_compact_random_call_programs(body, max_facts, max_opcodes):
+    data = CALL_PRELUDE + body + b"N."
+    f = compact_facts(data)
+    assert all(p["status"] == "stop" for p in f["pickles"]), f["pickles"]
+    compact_facts(data, max_facts=max_facts)
+    compact_facts(data, max_opcodes=max_opcodes, max_pickles=2)
+    compact_facts(b"\x95" + struct.pack("<Q", len(data) // 2) + data)   # framed, crossing the frame end
+
+
+@FAST
+@given(st.lists(st.sampled_from(SNIPPETS), max_size=60).map(b"".join))
+def test_compact_random_opcode_programs(data):
+    compact_facts(data + b".")
+    compact_facts(data, max_stack=8, max_memo=2, max_opcodes=30, max_string=3, max_facts=3)
+
+
+@FAST
+@given(st.lists(st.sampled_from(JOBLIB_SNIPPETS), max_size=50).map(b"".join), st.booleans())
+def test_compact_random_joblib_programs(data, follow):
+    both_modes("pickle_facts", data + b".", follow_joblib=follow)
+    both_modes("pickle_facts", b"\x80\x02" + data + b".", follow_joblib=follow)
+    compact_facts(data, max_pickles=2, max_facts=6)
+
+
+@FAST
+@given(st.lists(st.sampled_from(FRAME_SNIPPETS), max_size=40).map(b"".join))
+def test_compact_random_framed_programs(data):
+    compact_facts(b"\x80\x04" + data + b".")
+    compact_facts(b"\x80\x04" + data + b".", max_facts=2)
+
+
+@FAST
+@given(st.sampled_from(SEEDS + JOBLIB_SEEDS), st.lists(st.tuples(
+    st.integers(0, 10**6), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])), max_size=6))
+def test_compact_mutated_real_pickles(seed, edits):
+    data = bytearray(seed)
+    for where, value, kind in edits:
+        i = where % (len(data) + 1)
+        if kind == "insert":
+            data[i:i] = bytes([value])
+        elif i < len(data):
+            if kind == "set":
+                data[i] = value
+            else:
+                del data[i]
+    compact_facts(bytes(data))
+    compact_facts(bytes(data), max_string=4, max_pickles=2, max_facts=5)

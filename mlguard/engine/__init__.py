@@ -77,8 +77,8 @@ N BINPERSIDs); building one dict per call costs far more than the parse. With ``
   nested pickle read while a frame is unfinished).
 
 Summing ``count`` per (pickle, opcode, target) [per (pickle, opcode) for persistent ids] gives
-the same totals in both modes, and expanding the groups gives back the normal lists except
-the groups' later offsets. Nothing else changes: ``max_facts`` counts every call and every
+the same totals in both modes: all that compact mode drops is where the later members of a
+group are (their offsets and positions). Nothing else changes: ``max_facts`` counts every call and every
 persistent id, grouped or not, so limits, statuses, errors, ``globals``, ``ext``,
 ``raw_spans``, ``opcode_counts`` and ``trailing`` are exactly those of the normal mode. In the
 normal mode every ``count`` is 1.

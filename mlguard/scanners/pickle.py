@@ -142,9 +142,10 @@ class PickleScanner:
 
     @staticmethod
     def _facts(artifact: Artifact, limits, follow_joblib: bool) -> dict:
+        """Compact facts: calls without literal arguments come grouped (the policy needs no per-site detail)."""
         if artifact.fs_path is not None and artifact.member is None:  # a file: bounded memory, pages released
-            return engine.pickle_facts_file(artifact.fs_path, limits=limits, follow_joblib=follow_joblib)
-        return engine.pickle_facts(artifact.buffer(), limits=limits, follow_joblib=follow_joblib)
+            return engine.pickle_facts_file(artifact.fs_path, limits=limits, follow_joblib=follow_joblib, compact=True)
+        return engine.pickle_facts(artifact.buffer(), limits=limits, follow_joblib=follow_joblib, compact=True)
 
     def _globals(self, artifact: Artifact, ctx: ScanContext, views: list[dict], data,
                  allowed: frozenset) -> Iterable[Finding | None]:

@@ -244,7 +244,7 @@ pub struct Options {
     /// file. With `false` the stream is read as `pickle.load` reads it.
     pub follow_joblib: bool,
     /// Aggregate repeated facts (see [`CallFact::count`] and [`PersIdFact::count`]): calls
-    /// without arguments facts are grouped by (pickle, opcode, target) and persistent ids by
+    /// whose `args` is empty are grouped by (pickle, opcode, target) and persistent ids by
     /// (pickle, opcode), each group reported once, where its first member would be, with the
     /// first member's offset and the group's size. Nothing else changes: `max_facts` still
     /// counts every call and persistent id, so limits, statuses and all other facts are those
@@ -848,6 +848,7 @@ impl Tuples {
     /// A tuple of `items` (as TUPLE/TUPLE1/2/3 build it): untracked when nothing in it
     /// matters (`Other`, or `Unknown` if it may hold call results) or when the budget is
     /// spent (`Unknown`).
+    #[inline(always)]
     fn make(&mut self, items: &[Val]) -> Val {
         if items.is_empty() {
             return Val::EmptyTuple;
@@ -2030,6 +2031,7 @@ impl<'a> Machine<'a> {
                 fact.count += 1;
                 return;
             }
+            // (4G facts cannot fit in memory: the index always fits)
             if let Ok(i) = u32::try_from(ctx.facts.calls.len()) {
                 if i != NO_GROUP {
                     *group = i;
@@ -4029,6 +4031,90 @@ mod tests {
         assert_eq!(f.pickles.len(), 2);
         assert_eq!(f.pickles[1].status, Status::Error);
         assert_eq!(f.trailing, None);
+    }
+
+    fn compact(data: &[u8], limits: &Limits) -> Facts {
+        let opts = Options {
+            compact: true,
+            ..Options::default()
+        };
+        analyze_with(data, limits, &opts, None)
+    }
+
+    #[test]
+    fn compact_groups_argumentless_calls_and_persistent_ids() {
+        // A(), B("x"), A(), A("x"), B(), A(), None(); BINPERSID x2, PERSID
+        let d = b"\x80\x02cm\nA\nq\x00cm\nB\nq\x01h\x00)R0h\x01X\x01\x00\x00\x00x\x85R0h\x00)R0\
+                  h\x00X\x01\x00\x00\x00x\x85R0h\x01)R0h\x00)R0N)R0QQ0Pp\n0N.";
+        let r: Vec<usize> = (0..d.len()).filter(|&i| d[i] == b'R').collect();
+        let normal = run(d);
+        assert_eq!(normal.pickles[0].status, Status::Stop);
+        assert_eq!(normal.calls.len(), 7);
+        assert!(normal.calls.iter().all(|c| c.count == 1));
+        assert!(normal.persistent_ids.iter().all(|p| p.count == 1));
+        let f = compact(d, &Limits::default());
+        let calls: Vec<(usize, Option<usize>, usize, u64)> = f
+            .calls
+            .iter()
+            .map(|c| (c.offset, c.target, c.args.len(), c.count))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                (r[0], Some(0), 0, 3),
+                (r[1], Some(1), 1, 1),
+                (r[3], Some(0), 1, 1),
+                (r[4], Some(1), 0, 1),
+                (r[6], None, 0, 1),
+            ]
+        );
+        let pids: Vec<(u8, u64)> = f
+            .persistent_ids
+            .iter()
+            .map(|p| (p.opcode, p.count))
+            .collect();
+        assert_eq!(pids, vec![(op::BINPERSID, 2), (op::PERSID, 1)]);
+        // nothing else changes
+        assert_eq!(f.pickles, normal.pickles);
+        assert_eq!(f.globals, normal.globals);
+        assert_eq!(f.opcode_counts, normal.opcode_counts);
+
+        // every call still counts toward max_facts: the limit hits where it does without compact
+        let mut d = vec![op::NONE];
+        for _ in 0..50 {
+            d.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+        }
+        d.push(op::STOP);
+        let lim = Limits {
+            max_facts: 10,
+            ..Limits::default()
+        };
+        let (n, c) = (analyze(&d, &lim), compact(&d, &lim));
+        assert_eq!(c.limit, Some(LimitKind::Facts));
+        assert_eq!(c.pickles, n.pickles);
+        assert_eq!((c.calls.len(), c.calls[0].count), (1, 11));
+        assert_eq!(compact(&d, &Limits::default()).calls[0].count, 50);
+
+        // groups are per pickle: the second pickle's calls are not added to the first's
+        let one: &[u8] = b"N)R0NQ0N.";
+        let f = compact(&[one, one].concat(), &Limits::default());
+        let groups: Vec<(usize, u64)> = f.calls.iter().map(|c| (c.pickle, c.count)).collect();
+        assert_eq!(groups, vec![(0, 1), (1, 1)]);
+        assert_eq!(f.persistent_ids.len(), 2);
+    }
+
+    #[test]
+    fn working_buffers_do_not_leak_between_analyses() {
+        // memo key 5 stored by one analysis is missing in the next (buffers are reused)
+        let mut big = vec![op::PROTO, 4];
+        for _ in 0..3000 {
+            big.extend_from_slice(&[op::NONE, op::MEMOIZE]);
+        }
+        big.push(op::STOP);
+        assert_eq!(run(&big).pickles[0].status, Status::Stop);
+        let f = run(&[op::PROTO, 4, op::BINGET, 5, op::STOP]);
+        assert_eq!(f.pickles[0].error, Some(ErrorCode::MemoMissing));
+        assert_eq!(run(&big), run(&big));
     }
 
     #[test]
