@@ -51,10 +51,11 @@ def kernel_rows(quick: bool) -> list[str]:
     rows = []
     for label, data in inputs.items():
         mb = len(data) / 1e6
-        for eng in ("native", "python"):
-            seconds = best_of(lambda: engine.pickle_facts(data, engine=eng), 1 if eng == "python" else 5)
+        for eng, compact in (("native", False), ("native", True), ("python", False)):
+            seconds = best_of(lambda: engine.pickle_facts(data, engine=eng, compact=compact), 1 if eng == "python" else 5)
             ops = sum(engine.pickle_facts(data, engine=eng)["opcode_counts"].values())
-            rows.append(f"| pickle_facts | {label} ({mb:.1f} MB, {ops:,} opcodes) | {eng} | "
+            mode = f"{eng}, compact" if compact else eng
+            rows.append(f"| pickle_facts | {label} ({mb:.1f} MB, {ops:,} opcodes) | {mode} | "
                         f"{seconds * 1e3:.1f} ms | {mb / seconds:.1f} MB/s |")
     return rows
 
