@@ -223,3 +223,8 @@ def test_partial_of_a_safe_callable_only():
     evil = Asm(4).stack_global("functools", "partial").stack_global("os", "system").str("id")
     evil = evil.op(pickle.TUPLE2).op(pickle.REDUCE).stop()
     assert CRITICAL in rules(evil)
+
+
+def test_paths_pickled_by_newer_pythons_are_safe():
+    data = call("pathlib._local", "PosixPath", "/data/train", protocol=4)
+    assert rules(data) == set()
