@@ -306,6 +306,27 @@ mod bindings {
         follow_joblib: bool,
         compact: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let (limits, opts) = pickle_settings(
+            [max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts],
+            follow_joblib,
+            compact,
+        )?;
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let facts = py.detach(|| pickle::analyze_with(slice, &limits, &opts, None));
+        let out = facts_to_py(py, &facts);
+        drop(input);
+        out
+    }
+
+    /// The kernel's limits and options from the keyword arguments shared by both entry points
+    /// (`[max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts]`).
+    fn pickle_settings(
+        limits: [u64; 6],
+        follow_joblib: bool,
+        compact: bool,
+    ) -> PyResult<(pickle::Limits, pickle::Options)> {
+        let [max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts] = limits;
         if max_string > u32::MAX as u64 {
             return Err(PyValueError::new_err("max_string is too large"));
         }
@@ -321,12 +342,7 @@ mod bindings {
             follow_joblib,
             compact,
         };
-        let input = Input::new(data)?;
-        let slice: &[u8] = input.as_slice();
-        let facts = py.detach(|| pickle::analyze_with(slice, &limits, &opts, None));
-        let out = facts_to_py(py, &facts);
-        drop(input);
-        out
+        Ok((limits, opts))
     }
 
     /// pickle_facts_file(path, offset, length, *, max_opcodes, ..., follow_joblib=True,
@@ -351,21 +367,11 @@ mod bindings {
         follow_joblib: bool,
         compact: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if max_string > u32::MAX as u64 {
-            return Err(PyValueError::new_err("max_string is too large"));
-        }
-        let limits = pickle::Limits {
-            max_opcodes,
-            max_memo,
-            max_stack,
-            max_pickles,
-            max_string,
-            max_facts,
-        };
-        let opts = pickle::Options {
+        let (limits, opts) = pickle_settings(
+            [max_opcodes, max_memo, max_stack, max_pickles, max_string, max_facts],
             follow_joblib,
             compact,
-        };
+        )?;
         let facts = py
             .detach(|| pickle::analyze_file(&path, offset, length, &limits, &opts))
             .map_err(|e| match e.kind() {
