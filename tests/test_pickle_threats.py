@@ -228,3 +228,21 @@ def test_partial_of_a_safe_callable_only():
 def test_paths_pickled_by_newer_pythons_are_safe():
     data = call("pathlib._local", "PosixPath", "/data/train", protocol=4)
     assert rules(data) == set()
+
+
+def test_joblib_array_bytes_that_plain_pickle_runs_are_found(tmp_path):
+    """Array data joblib.load skips is opcodes to pickle.load: a payload placed there is still reported."""
+    joblib = pytest.importorskip("joblib")
+    np = pytest.importorskip("numpy")
+    from mlguard import engine
+    payload = b"cos\nsystem\n(S'id'\ntR."
+    path = tmp_path / "a.joblib"
+    joblib.dump(np.zeros(len(payload), np.uint8), path, compress=0)
+    data = path.read_bytes()
+    span = engine.pickle_facts(data)["raw_spans"][0]
+    # no alignment padding (the pre-1.2 layout): the array bytes follow BUILD directly
+    data = data.replace(b"numpy_array_alignment_bytes", b"numpy_array_alignment_bytez")
+    start = span["offset"] - span["padding"]
+    data = data[:start] + payload + data[span["offset"] + span["length"]:]
+    hits = [f for f in findings(data, "a.joblib") if f.rule_id == "pickle-dangerous-global"]
+    assert hits and hits[0].evidence["module"] == "os"
