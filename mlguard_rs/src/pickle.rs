@@ -1397,8 +1397,10 @@ impl Memo {
     fn insert_slow(&mut self, key: u64, v: Val) {
         let bound = (self.len as u64).saturating_mul(2).saturating_add(1024);
         if key >= self.dense.len() as u64 && key < bound {
-            // Grow the vector (to at most ~4x the entries + 2048) and move sparse keys into it.
-            let new_len = ((key + 1).next_power_of_two() as usize).max(64);
+            // Grow the vector by a quarter (not doubling: large pickles hold millions of keys and
+            // every slot is touched) and move sparse keys into it; at most ~2x the entries + 2048.
+            let len = self.dense.len();
+            let new_len = (key as usize + 1).max(len + len / 4).max(64);
             self.dense.resize(new_len, None);
             if !self.sparse.is_empty() {
                 let dense = &mut self.dense;
