@@ -58,13 +58,6 @@ class Artifact:
         """The artifact's own name: the member's last component, or the file name."""
         return (self.member or self.path).rsplit("!", 1)[-1].rsplit("/", 1)[-1]
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes from ``offset`` (fewer at the end), without reading the rest."""
-        if self._data is not None:
-            return bytes(self._data[offset:offset + length])
-        self._file.seek(offset)
-        return self._file.read(length)
-
     def buffer(self):
         """The whole content as a bytes-like object (memory-mapped for files, never copied)."""
         if self._data is not None:
