@@ -6,6 +6,7 @@ Public API::
     result = mlguard.scan_file("model.pt")          # -> ScanResult
     result = mlguard.scan_tree("models/")            # honours models/.ml-guard.yml
     result = mlguard.scan_bytes(data, name="x.pkl")
+    mlguard.protect()                                # guard every model load of this process
 
 Names are imported on first use, so ``import mlguard`` stays cheap (the runtime guard and the CLI
 start-up depend on it).
@@ -20,6 +21,8 @@ _EXPORTS = {
     "Config": "config", "ConfigError": "config", "Policy": "policy",
     "Finding": "findings", "Location": "findings", "ScanResult": "findings", "Severity": "findings",
     "scan_bytes": "scan", "scan_file": "scan", "scan_tree": "scan",
+    "protect": "runtime", "unprotect": "runtime", "protected": "runtime", "status": "runtime",
+    "UnsafeModelError": "runtime", "UnsafeModelWarning": "runtime",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -183,11 +183,16 @@ class _Validator:
         if "runtime" in data:
             runtime = self.mapping("runtime", data["runtime"])
             for key, value in runtime.items():
-                if key != "mode":
-                    raise self.fail(f"runtime.{key}", "unknown key (allowed: mode)")
-                if value not in MODES:
-                    raise self.fail("runtime.mode", f"expected one of {', '.join(MODES)}, got {value!r}")
-                policy_args["mode"] = value
+                if key == "mode":
+                    if value not in MODES:
+                        raise self.fail("runtime.mode", f"expected one of {', '.join(MODES)}, got {value!r}")
+                    policy_args["mode"] = value
+                elif key == "strict":
+                    if not isinstance(value, bool):
+                        raise self.fail("runtime.strict", f"expected true or false, got {value!r}")
+                    policy_args["strict"] = value
+                else:
+                    raise self.fail(f"runtime.{key}", "unknown key (allowed: mode, strict)")
         if "trusted_sha256" in data:
             digests = self.str_list("trusted_sha256", data["trusted_sha256"])
             bad = [d for d in digests if not re.fullmatch(r"[0-9a-fA-F]{64}", d)]

@@ -26,6 +26,9 @@ class Policy:
     """Per-scanner configuration sections (validated against each scanner's ``options``)."""
     mode: str = "enforce"
     """Runtime-guard mode, one of MODES."""
+    strict: bool = False
+    """Runtime guard: refuse non-allowlisted pickle globals in every unpickling of the process, not only
+    inside guarded loads (denylisted globals are refused everywhere in any case)."""
     trusted_sha256: frozenset[str] = frozenset()
     """SHA-256 digests of artifacts pinned as reviewed: they are not scanned."""
 

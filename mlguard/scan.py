@@ -27,11 +27,17 @@ def scan_file(path: str | os.PathLike, policy: Policy | None = None) -> ScanResu
 
 def scan_bytes(data: bytes, name: str = "<bytes>", policy: Policy | None = None) -> ScanResult:
     """Scan bytes held in memory, as if they were a file called ``name``."""
+    return scan_buffer(data, name, policy or Policy())[0]
+
+
+def scan_buffer(data, name: str, policy: Policy) -> tuple[ScanResult, frozenset[str]]:
+    """Scan any bytes-like object (bytes, memoryview, mmap; never copied whole); also return every pickle
+    global the scan met (see ``ScanContext.imports``)."""
     start = time.perf_counter()
-    ctx = _context(policy or Policy())
+    ctx = _context(policy)
     artifact = Artifact(name, sniff_bytes(data, name), len(data), data=data)
     findings = scan_artifact(artifact, ctx)
-    return _result(name, findings, 1, ctx.errors, start)
+    return _result(name, findings, 1, ctx.errors, start), frozenset(ctx.imports)
 
 
 def scan_tree(path: str | os.PathLike, config: Config | None = None, *, jobs: int | None = None,

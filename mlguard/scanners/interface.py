@@ -91,6 +91,9 @@ class ScanContext:
         """Bytes taken out of containers so far for this top-level file (bounded by the archive scanner)."""
         self.errors: list[ScanError] = []
         """Internal failures met while scanning this file."""
+        self.imports: set[str] = set()
+        """Every pickle global the scan met (``module.name`` as the policy normalises it): the runtime
+        guard lets exactly these, plus the allowlist, through ``find_class`` while the file loads."""
 
     def options(self, scanner: "Scanner") -> Mapping[str, Any]:
         """The scanner's configuration: defaults overlaid with ``.ml-guard.yml``."""

@@ -166,6 +166,7 @@ class PickleScanner:
                                       key=f"opaque@{g['offset']}")
                     continue
                 module, name = policy.normalise(g["module"], g["name"])
+                ctx.imports.add(f"{module}.{name}")
                 verdict = policy.verdict(module, name, allowed)
                 calls = calls_of.get(index, [])
                 if calls and policy.is_deserializer(module, name):
