@@ -40,8 +40,6 @@ def protect(policy=None, mode: str | None = None, *, strict: bool | None = None)
     if disabled_by_environment():
         return status()
     settings = guard.Settings.resolve(policy, mode, strict)
-    from ..scanners.pickle import GlobalPolicy
-    GlobalPolicy.default()  # read the lists now, not inside the first find_class
     from .loaders import LIBRARIES, audit_hook
     with _lock:
         guard.activate(settings)

@@ -9,19 +9,14 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .. import engine
-from ..config import Config
 from ..findings import ScanResult
 from ..policy import MODES, Policy
-from ..scan import scan_buffer
-from ..scanners.pickle import GlobalPolicy
 from . import events
 from .errors import UnsafeModelError, UnsafeModelWarning
 from .source import Source, SourceChanged
 
 _CACHE_SIZE = 1024
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_ONE_PICKLE = engine.PickleLimits(max_pickles=1)
 
 
 @dataclass(frozen=True)
@@ -43,11 +38,17 @@ class Settings:
         source = None
         if policy is None or isinstance(policy, (str, os.PathLike)):
             source = os.fspath(policy) if policy is not None else os.environ.get("MLGUARD_CONFIG") or None
-            policy = Config.load(source).policy if source else Policy()
-        elif isinstance(policy, Config):
-            source, policy = policy.source, policy.policy
+            if source:
+                from ..config import Config  # only with a file: protect() at interpreter start-up stays cheap
+                policy = Config.load(source).policy
+            else:
+                policy = Policy()
         elif not isinstance(policy, Policy):
-            raise TypeError(f"policy must be a Policy, a Config or a path to .ml-guard.yml, not {type(policy).__name__}")
+            from ..config import Config
+            if not isinstance(policy, Config):
+                raise TypeError("policy must be a Policy, a Config or a path to .ml-guard.yml, "
+                                f"not {type(policy).__name__}")
+            source, policy = policy.source, policy.policy
         mode = mode or os.environ.get("MLGUARD_MODE") or policy.mode
         if mode not in MODES:
             raise ValueError(f"runtime mode must be one of {', '.join(MODES)}, not {mode!r} (check MLGUARD_MODE)")
@@ -164,8 +165,11 @@ def _verdict(source: Source, one_pickle: bool, settings: Settings) -> tuple[Verd
 
 
 def _scan(source: Source, one_pickle: bool, settings: Settings) -> Verdict:
+    from .. import engine
+    from ..scan import scan_buffer
+
     if one_pickle:
-        facts = engine.pickle_facts(source.view, limits=_ONE_PICKLE, compact=True)
+        facts = engine.pickle_facts(source.view, limits=engine.PickleLimits(max_pickles=1), compact=True)
         first = facts["pickles"][0]
         if first["status"] == "stop":
             source.cut(first["end"])
@@ -181,7 +185,7 @@ def _plain(facts: dict, allowed: frozenset) -> bool:
         return False
     if facts["limit"] not in (None, "pickles"):  # "pickles": a second pickle follows, not read by this load
         return False
-    policy = GlobalPolicy.default()
+    policy = _global_policy()
     return all(g["module"] is not None and g["name"] is not None
                and policy.verdict(*policy.normalise(g["module"], g["name"]), allowed) == "safe"
                for g in facts["globals"])
@@ -220,6 +224,12 @@ def _worst(result: ScanResult | None, settings: Settings) -> str:
     return f"{f.severity.value} {f.rule_id}: {f.message}{where}{more}"
 
 
+def _global_policy():
+    from ..scanners.pickle import GlobalPolicy  # the lists are read on first use, not at protect()
+
+    return GlobalPolicy.default()
+
+
 def check_global(module: str, name: str) -> None:
     """Judge one ``find_class(module, name)`` about to import. Inside a guarded load, only allowlisted
     globals and those the load's scan met pass; elsewhere denylisted globals (in strict mode, every
@@ -227,7 +237,7 @@ def check_global(module: str, name: str) -> None:
     settings = _settings
     if settings is None:
         return
-    policy = GlobalPolicy.default()
+    policy = _global_policy()
     module, name = policy.normalise(module, name)
     verdict = policy.verdict(module, name, settings.allowed)
     if verdict == "safe":

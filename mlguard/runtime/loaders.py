@@ -56,8 +56,8 @@ class Unpickler(_pickle.Unpickler):
         self._mlguard_init = (file, args, kwargs)
 
     def load(self):
-        return _unpickler_load("pickle.Unpickler.load", self, _pickle.Unpickler.__init__,
-                               lambda: _pickle.Unpickler.load(self))
+        base = super()
+        return _unpickler_load("pickle.Unpickler.load", self, lambda s, *a, **k: base.__init__(*a, **k), base.load)
 
 
 Unpickler.__module__, Unpickler.__qualname__ = "pickle", "Unpickler"
