@@ -184,3 +184,91 @@ def demo(directory: str) -> None:
 
     files = write_demo(directory)
     click.echo(f"Wrote {len(files)} files to {directory}. Now run:  ml-guard scan {directory}")
+
+
+_RUNTIME_ENV = ("MLGUARD_MODE", "MLGUARD_CONFIG", "MLGUARD_DISABLE", "MLGUARD_EVENT_LOG")
+_site_dir_option = click.option(
+    "--site-dir", type=click.Path(file_okay=False),
+    help="The site-packages folder to manage [default: that of the Python running ml-guard].")
+
+
+@main.group("runtime")
+def runtime_group() -> None:
+    """Turn the runtime guard on for every Python of an environment.
+
+    \b
+    `install` writes mlguard_autoprotect.pth into site-packages: each new
+    interpreter then calls mlguard.runtime.protect() at start-up, configured by
+    MLGUARD_MODE (enforce|warn|audit), MLGUARD_CONFIG (a .ml-guard.yml whose
+    runtime: section is used) and MLGUARD_DISABLE=1 (skip the guard).
+    Exit codes: 0 done, 2 usage or installation error.
+    """
+
+
+@runtime_group.command("install")
+@_site_dir_option
+def runtime_install(site_dir: str | None) -> None:
+    """Start new interpreters with the guard on.
+
+    Writes mlguard_autoprotect.pth into the site-packages folder; running it
+    again changes nothing.
+    """
+    from .runtime.install import RuntimeInstallError, install
+
+    try:
+        path = install(site_dir)
+    except RuntimeInstallError as exc:
+        _fail(str(exc))
+    click.echo(f"Installed {path}\nPythons using {path.parent} now start with the runtime guard on. "
+               "Check with:  ml-guard runtime status")
+
+
+@runtime_group.command("uninstall")
+@_site_dir_option
+def runtime_uninstall(site_dir: str | None) -> None:
+    """Remove the start-up hook (undo install).
+
+    Running processes stay guarded; new interpreters start without the guard.
+    """
+    from .runtime.install import PTH_NAME, RuntimeInstallError, uninstall
+    from .runtime.install import site_dir as default_site_dir
+
+    try:
+        removed = uninstall(site_dir)
+    except RuntimeInstallError as exc:
+        _fail(str(exc))
+    folder = site_dir or default_site_dir()
+    click.echo(f"Removed {os.path.join(folder, PTH_NAME)}" if removed else f"Not installed in {folder}; nothing to do.")
+
+
+@runtime_group.command("status")
+@_site_dir_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+def runtime_status(site_dir: str | None, fmt: str) -> None:
+    """Show whether new interpreters are guarded.
+
+    Reports whether mlguard_autoprotect.pth is installed and the MLGUARD_*
+    environment variables a new interpreter started from here would use.
+    """
+    from .runtime import disabled_by_environment
+    from .runtime.install import installed
+    from .runtime.install import site_dir as default_site_dir
+
+    folder = str(site_dir or default_site_dir())
+    pth = installed(folder)
+    env = {name: os.environ.get(name) for name in _RUNTIME_ENV}
+    disabled = disabled_by_environment()
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps({"site_dir": folder, "installed": pth is not None, "pth": str(pth) if pth else None,
+                               "disabled": disabled, "active": pth is not None and not disabled,
+                               "environment": env}, indent=2))
+        return
+    if pth is None:
+        click.echo(f"Runtime guard: not installed in {folder} (install it with `ml-guard runtime install`)")
+    else:
+        click.echo(f"Runtime guard: installed ({pth})" + ("; off because MLGUARD_DISABLE is set" if disabled else ""))
+    for name, value in env.items():
+        click.echo(f"  {name}={value if value is not None else '(unset)'}")
