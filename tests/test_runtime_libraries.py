@@ -66,6 +66,7 @@ def test_hostile_torch_checkpoints_are_refused_every_way(tmp_path, canary, guard
 def test_a_refusal_is_sticky_across_weights_only_retries(tmp_path, canary, guard, monkeypatch):
     log = tmp_path / "events.jsonl"
     monkeypatch.setenv("MLGUARD_EVENT_LOG", str(log))
+    mlguard.protect()  # reads MLGUARD_EVENT_LOG
     path = torch_checkpoints(tmp_path, canary)["zip"]
     refused(torch.load, path, weights_only=True)
     refused(torch.load, path, weights_only=False)  # the usual "fallback" after a weights_only failure
@@ -281,3 +282,47 @@ def test_safetensors(tmp_path, canary, guard):
     bad.write_bytes(pickle.dumps(Canary(canary)))
     for load in (pt_load_file, np_load_file, lambda p: safe_open(p, framework="pt")):
         refused(load, bad)
+
+
+# --------------------------------------------------------------------------- every technique, every loader
+
+def _file_loaders():
+    """Loaders that accept a plain pickle file, as each library takes it."""
+    import joblib
+    import pandas as pd
+    loaders = {
+        "torch.load": lambda p: torch.load(p, weights_only=False),
+        "numpy.load": lambda p: np.load(p, allow_pickle=True),  # falls back to pickle for non-.npy files
+        "joblib.load": joblib.load,
+        "pandas.read_pickle": pd.read_pickle,
+    }
+    for name in ("dill", "cloudpickle"):
+        lib = pytest.importorskip(name)
+        loaders[f"{name}.load"] = lambda p, lib=lib: _with_open(p, lib.load)
+    return loaders
+
+
+def test_every_hostile_pickle_through_every_loader(tmp_path, canary, guard):
+    from runtime_fixtures import hostile_pickles
+    for technique, data in hostile_pickles(canary).items():
+        path = tmp_path / f"{technique}.pkl"
+        path.write_bytes(data)
+        for name, load in _file_loaders().items():
+            err = refused(load, path)
+            assert err.source == str(path), (technique, name)
+
+
+def test_unprotect_restores_the_libraries():
+    import joblib
+    import onnx
+    import pandas as pd
+    from safetensors import torch as st_torch
+    originals = [torch.load, torch.serialization.load, torch.jit.load, np.load, joblib.load, pd.read_pickle,
+                 onnx.load, st_torch.load_file]
+    mlguard.protect()
+    assert torch.load is not originals[0] and np.load is not originals[3]
+    assert {"torch.load", "numpy.load", "joblib.load", "pandas.read_pickle", "onnx.load",
+            "safetensors.torch.load_file"} <= set(mlguard.status()["entry_points"])
+    mlguard.unprotect()
+    assert [torch.load, torch.serialization.load, torch.jit.load, np.load, joblib.load, pd.read_pickle,
+            onnx.load, st_torch.load_file] == originals

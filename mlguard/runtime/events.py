@@ -1,5 +1,5 @@
 """One structured event per guard decision: to the ``mlguard`` logger, and as JSON lines appended to the
-file named by ``MLGUARD_EVENT_LOG``."""
+file named by ``MLGUARD_EVENT_LOG`` (read when ``protect()`` is called)."""
 from __future__ import annotations
 
 import json
@@ -35,15 +35,10 @@ def caller() -> str:
     return "%s:%d" % caller_frame()
 
 
-def wanted(verdict: str) -> bool:
-    """Whether anyone listens for an event of this verdict (building one costs more than a small load)."""
-    level = logging.INFO if verdict == "allowed" else logging.WARNING
-    return bool(os.environ.get("MLGUARD_EVENT_LOG")) or logger.isEnabledFor(level)
-
-
-def emit(entry: str, source: str, verdict: str, result: ScanResult | None = None, *, reason: str | None = None,
-         **details) -> dict:
-    """Record one decision. ``verdict`` is ``allowed``, ``refused``, ``warned`` or ``audited``."""
+def emit(log_file: str | None, entry: str, source: str, verdict: str, result: ScanResult | None = None, *,
+         reason: str | None = None, **details) -> dict:
+    """Record one decision, also as a JSON line appended to ``log_file`` when given. ``verdict`` is
+    ``allowed``, ``refused``, ``warned`` or ``audited``."""
     event = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
         "pid": os.getpid(), "entry": entry, "source": source, "verdict": verdict,
@@ -53,14 +48,13 @@ def emit(entry: str, source: str, verdict: str, result: ScanResult | None = None
     if logger.isEnabledFor(level):
         logger.log(level, "%s %s %s%s", verdict, entry, source, f": {reason}" if reason else "",
                    extra={"mlguard_event": event})
-    path = os.environ.get("MLGUARD_EVENT_LOG")
-    if path:
+    if log_file:
         line = json.dumps(event, sort_keys=True, default=str) + "\n"
         try:
-            with _write_lock, open(path, "a", encoding="utf-8") as f:
+            with _write_lock, open(log_file, "a", encoding="utf-8") as f:
                 f.write(line)
         except OSError as exc:
-            logger.error("cannot write MLGUARD_EVENT_LOG %s: %s", path, exc)
+            logger.error("cannot write MLGUARD_EVENT_LOG %s: %s", log_file, exc)
     return event
 
 

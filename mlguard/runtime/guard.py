@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextvars
+import logging
+import functools
 import os
 import re
 import threading
@@ -30,6 +32,8 @@ class Settings:
     """``pickle.allow_globals`` of the policy."""
     config: str | None
     """The configuration file read, if any."""
+    event_log: str | None = None
+    """``MLGUARD_EVENT_LOG``: a file that receives one JSON line per decision."""
 
     @classmethod
     def resolve(cls, policy=None, mode: str | None = None, strict: bool | None = None) -> "Settings":
@@ -56,7 +60,8 @@ class Settings:
             env = os.environ.get("MLGUARD_STRICT", "")
             strict = env.lower() in ("1", "true", "yes", "on") if env else policy.strict
         allowed = frozenset(policy.scanner_options.get("pickle", {}).get("allow_globals", ()))
-        return cls(policy=policy, mode=mode, strict=bool(strict), allowed=allowed, config=source)
+        return cls(policy=policy, mode=mode, strict=bool(strict), allowed=allowed, config=source,
+                   event_log=os.environ.get("MLGUARD_EVENT_LOG") or None)
 
 
 @dataclass(frozen=True)
@@ -127,12 +132,13 @@ def guarded(entry: str, value, call, *, one_pickle: bool = False, reopen: bool =
         return call(value)
     with source:
         verdict, cached = _verdict(source, one_pickle, settings)
-        _decide(entry, source.event_label(), verdict, settings, cached=cached)
+        _decide(entry, source, verdict, settings, cached=cached)
         token = _loading.set(Load(entry, source.label, verdict.accepted))
         try:
             if source.kind == "bytes":
                 return call(value)
             if reopen and source.kind == "path":
+                source.release_view()
                 try:
                     source.verify_path(value)
                 except (SourceChanged, OSError) as exc:
@@ -164,48 +170,70 @@ def _verdict(source: Source, one_pickle: bool, settings: Settings) -> tuple[Verd
     return verdict, False
 
 
-def _scan(source: Source, one_pickle: bool, settings: Settings) -> Verdict:
-    from .. import engine
-    from ..scan import scan_buffer
+class _Kernels:
+    """What the scan path needs, imported on first use (protect() at start-up stays cheap) and then kept."""
 
+    def __init__(self) -> None:
+        from .. import engine
+        from ..scan import scan_buffer
+        from ..scanners.pickle import GlobalPolicy
+
+        self.scan_buffer = scan_buffer
+        self.policy = GlobalPolicy.default()
+        self.one_pickle = functools.partial(engine.pickle_facts, limits=engine.PickleLimits(max_pickles=1),
+                                            compact=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels() -> _Kernels:
+    return _Kernels()
+
+
+def _scan(source: Source, one_pickle: bool, settings: Settings) -> Verdict:
+    kernels = _kernels()
     if one_pickle:
-        facts = engine.pickle_facts(source.view, limits=engine.PickleLimits(max_pickles=1), compact=True)
+        facts = kernels.one_pickle(source.view)
         first = facts["pickles"][0]
         if first["status"] == "stop":
             source.cut(first["end"])
-            if _plain(facts, settings.allowed):
+            if _plain(facts, kernels.policy, settings.allowed):
                 return Verdict(False, None)
-    result, imports = scan_buffer(source.view, source.label, settings.policy)
+    result, imports = kernels.scan_buffer(source.view, source.label, settings.policy)
     return Verdict(result.fails(settings.policy.fail_on), result, imports)
 
 
-def _plain(facts: dict, allowed: frozenset) -> bool:
+def _plain(facts: dict, policy, allowed: frozenset) -> bool:
     """One well-formed pickle importing only allowlisted globals: nothing the full scan would report."""
     if facts["ext"] or facts["raw_spans"] or facts["pickles"][0]["frame_violations"]:
         return False
     if facts["limit"] not in (None, "pickles"):  # "pickles": a second pickle follows, not read by this load
         return False
-    policy = _global_policy()
     return all(g["module"] is not None and g["name"] is not None
                and policy.verdict(*policy.normalise(g["module"], g["name"]), allowed) == "safe"
                for g in facts["globals"])
 
 
-def _decide(entry: str, label: str, verdict: Verdict, settings: Settings, **details) -> None:
-    """Record the decision; raise in enforce mode, warn in warn mode."""
+def _decide(entry: str, label: str | Source, verdict: Verdict, settings: Settings, **details) -> None:
+    """Record the decision; raise in enforce mode, warn in warn mode. A Source is named (possibly hashed)
+    only when an event is actually recorded."""
     if not verdict.refused:
-        if events.wanted("allowed"):
-            events.emit(entry, label, "allowed", verdict.result, **details)
+        if settings.event_log or events.logger.isEnabledFor(logging.INFO):
+            events.emit(settings.event_log, entry, _name(label), "allowed", verdict.result, **details)
         return
+    label = _name(label)
     reason = verdict.reason or _worst(verdict.result, settings)
     outcome = {"enforce": "refused", "warn": "warned", "audit": "audited"}[settings.mode]
-    events.emit(entry, label, outcome, verdict.result, reason=reason, **details)
+    events.emit(settings.event_log, entry, label, outcome, verdict.result, reason=reason, **details)
     message = f"ml-guard {outcome} {entry} of {label}: {reason}. {_ADVICE}"
     if outcome == "refused":
         raise UnsafeModelError(message, entry=entry, source=label, result=verdict.result)
     if outcome == "warned":
         filename, lineno = events.caller_frame()
         warnings.warn_explicit(message, UnsafeModelWarning, filename, lineno)
+
+
+def _name(label: str | Source) -> str:
+    return label if isinstance(label, str) else label.event_label()
 
 
 _ADVICE = ("If you reviewed the file and trust it, allow its globals with pickle.allow_globals in the "
@@ -224,12 +252,6 @@ def _worst(result: ScanResult | None, settings: Settings) -> str:
     return f"{f.severity.value} {f.rule_id}: {f.message}{where}{more}"
 
 
-def _global_policy():
-    from ..scanners.pickle import GlobalPolicy  # the lists are read on first use, not at protect()
-
-    return GlobalPolicy.default()
-
-
 def check_global(module: str, name: str) -> None:
     """Judge one ``find_class(module, name)`` about to import. Inside a guarded load, only allowlisted
     globals and those the load's scan met pass; elsewhere denylisted globals (in strict mode, every
@@ -237,7 +259,7 @@ def check_global(module: str, name: str) -> None:
     settings = _settings
     if settings is None:
         return
-    policy = _global_policy()
+    policy = _kernels().policy
     module, name = policy.normalise(module, name)
     verdict = policy.verdict(module, name, settings.allowed)
     if verdict == "safe":

@@ -98,7 +98,7 @@ class Source:
         if self._replacement is not None:
             self._replacement.seek(0)
             return self._replacement
-        self._release_view()
+        self.release_view()
         self._file.seek(self._start)
         return self._file
 
@@ -113,7 +113,8 @@ class Source:
         if self._replacement is not None and self._start >= 0:
             self._file.seek(self._start + self._replacement.tell())
 
-    def _release_view(self) -> None:
+    def release_view(self) -> None:
+        """Unmap what was scanned (the file stays open, so its inode cannot be reused meanwhile)."""
         if isinstance(self.view, memoryview):
             self.view.release()
         self.view = b""
@@ -125,7 +126,7 @@ class Source:
             self._map = None
 
     def close(self) -> None:
-        self._release_view()
+        self.release_view()
         if self.kind == "path" and self._file is not None:
             self._file.close()
 
