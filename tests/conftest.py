@@ -30,3 +30,19 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")
     return SHARED
+
+
+@pytest.fixture
+def canary(tmp_path):
+    """A file a hostile payload creates when it runs; the test fails if it exists afterwards."""
+    path = tmp_path / "canary"
+    yield path
+    assert not path.exists(), "a payload ran"
+
+
+@pytest.fixture
+def guard():
+    """The runtime guard on, in enforce mode, for one test."""
+    import mlguard
+    with mlguard.protected(mode="enforce") as state:
+        yield state

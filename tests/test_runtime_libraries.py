@@ -18,19 +18,6 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 
-@pytest.fixture
-def canary(tmp_path):
-    path = tmp_path / "canary"
-    yield path
-    assert not path.exists(), "a payload ran"
-
-
-@pytest.fixture
-def guard():
-    with mlguard.protected(mode="enforce") as state:
-        yield state
-
-
 def refused(load, *args, **kwargs) -> mlguard.UnsafeModelError:
     with pytest.raises(mlguard.UnsafeModelError) as info:
         load(*args, **kwargs)

@@ -16,19 +16,6 @@ from runtime_fixtures import Harmless, NonSeekable, hostile_pickles
 HERE = __file__.rsplit("/", 1)[0]
 
 
-@pytest.fixture
-def canary(tmp_path):
-    path = tmp_path / "canary"
-    yield path
-    assert not path.exists(), "a payload ran"
-
-
-@pytest.fixture
-def guard():
-    with mlguard.protected(mode="enforce") as state:
-        yield state
-
-
 def _payloads(tmp_path):
     return hostile_pickles(tmp_path / "canary")
 
