@@ -59,17 +59,18 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 class _Progress:
-    """A progress bar on stderr for one root, shown only once a scan has run for half a second."""
+    """A progress bar on stderr, shown only once the work has run for half a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "Scanning") -> None:
         self._bar = None
+        self._label = label
         self._start = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
             if time.monotonic() - self._start < 0.5:
                 return
-            self._bar = click.progressbar(length=total, label="Scanning", file=sys.stderr, show_pos=True)
+            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr, show_pos=True)
             self._bar.__enter__()
         self._bar.update(done - self._bar.pos)
 
@@ -105,9 +106,12 @@ def _merge(results: list[ScanResult], roots: tuple[str, ...]) -> ScanResult:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable).")
 @click.option("--include", multiple=True, metavar="GLOB", help="Scan only paths matching GLOB (repeatable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Files scanned in parallel [default: CPU count].")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False),
+              help="Advisory database for dependency manifests [default: MLGUARD_DB, else the user data folder].")
 @click.option("--no-color", is_flag=True, help="Never colour the output (also: NO_COLOR=1).")
 @click.option("-q", "--quiet", is_flag=True, help="No banner and no progress bar.")
-def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, no_color, quiet) -> None:
+def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, db_path, no_color,
+         quiet) -> None:
     """Scan files or folders for malicious or broken ML artifacts."""
     from .config import Config, ConfigError
     from .scan import scan_tree
@@ -118,7 +122,8 @@ def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, j
         try:
             config = Config.load(config_path) if config_path else Config.discover(path)
             config = config.with_overrides(fail_on=fail_on, exclude=exclude, include=include,
-                                           scanners=scanners.split(",") if scanners else None)
+                                           scanners=scanners.split(",") if scanners else None,
+                                           options={"dependencies": {"db": db_path}} if db_path else None)
         except ConfigError as exc:
             _fail(str(exc))
         progress = _Progress() if show_progress else None
@@ -184,6 +189,80 @@ def demo(directory: str) -> None:
 
     files = write_demo(directory)
     click.echo(f"Wrote {len(files)} files to {directory}. Now run:  ml-guard scan {directory}")
+
+
+_db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False),
+                          help="Database file [default: MLGUARD_DB, else osv.sqlite in the user data folder].")
+
+
+@main.group("db")
+def db_group() -> None:
+    """The local OSV advisory database that dependency manifests are checked against.
+
+    \b
+    ml-guard db update                   download OSV's PyPI export and build it
+    ml-guard db update --from all.zip    build it offline from a downloaded export
+    ml-guard db info                     what it holds and when it was updated
+    """
+
+
+@db_group.command("update")
+@click.option("--from", "source", metavar="ZIP|DIR|URL",
+              help="OSV records: PyPI all.zip, a folder of *.json records, or a URL [default: OSV's live PyPI export].")
+@_db_option
+def db_update(source: str | None, db_path: str | None) -> None:
+    """Build or refresh the database (atomically: a failed update changes nothing)."""
+    from .advisories.database import DatabaseError, default_path, update
+
+    progress = _Progress("Importing advisories") if sys.stderr.isatty() else None
+    start = time.monotonic()
+    try:
+        info = update(db_path or default_path(), source, progress)
+    except DatabaseError as exc:
+        _fail(str(exc))
+    finally:
+        if progress:
+            progress.close()
+    click.echo(f"Imported {info['records']:,} advisories ({info['malicious']:,} malicious packages, "
+               f"{info['withdrawn']:,} withdrawn, {info['skipped']:,} unreadable skipped) for "
+               f"{info['packages']:,} packages in {time.monotonic() - start:.1f} s into {info['path']}")
+
+
+@db_group.command("info")
+@_db_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def db_info(db_path: str | None, fmt: str) -> None:
+    """Show what the database holds and when it was built."""
+    from .advisories.database import DatabaseError, default_path, info
+
+    try:
+        data = info(db_path or default_path())
+    except DatabaseError as exc:
+        _fail(str(exc))
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        click.echo(f"{key + ':':<12} {value:,}" if isinstance(value, int) else f"{key + ':':<12} {value}")
+
+
+@main.command("cve-update", hidden=True)
+@click.argument("source")
+@_db_option
+@click.pass_context
+def cve_update(ctx: click.Context, source: str, db_path: str | None) -> None:
+    """Earlier spelling of `ml-guard db update --from SOURCE`."""
+    ctx.invoke(db_update, source=source, db_path=db_path)
+
+
+@main.command("cve-info", hidden=True)
+@_db_option
+@click.pass_context
+def cve_info(ctx: click.Context, db_path: str | None) -> None:
+    """Earlier spelling of `ml-guard db info`."""
+    ctx.invoke(db_info, db_path=db_path, fmt="text")
 
 
 _RUNTIME_ENV = ("MLGUARD_MODE", "MLGUARD_CONFIG", "MLGUARD_DISABLE", "MLGUARD_EVENT_LOG")

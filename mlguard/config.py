@@ -20,6 +20,10 @@ _TOP_KEYS = ("fail_on", "include", "exclude", "scanners", "rules", "runtime", "t
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 
+_SCANNER_ALIASES = {"cve": "dependencies"}
+"""Scanner names of the earlier ml-guard that users may still list under ``scanners:``."""
+
+
 class ConfigError(ValueError):
     """A configuration problem, worded for the user (file, key, value, what is accepted)."""
 
@@ -74,10 +78,17 @@ class Config:
         return _Validator(source or "configuration").config(data)
 
     def with_overrides(self, *, fail_on: str | None = None, scanners: Iterable[str] | None = None,
-                       exclude: Iterable[str] = (), include: Iterable[str] = ()) -> "Config":
-        """The configuration with command-line flags applied on top (flags win)."""
+                       exclude: Iterable[str] = (), include: Iterable[str] = (),
+                       options: Mapping[str, Mapping[str, Any]] | None = None) -> "Config":
+        """The configuration with command-line flags applied on top (flags win). ``options``: per-scanner
+        settings, e.g. ``{"dependencies": {"db": path}}``."""
         v = _Validator("command line")
         policy = self.policy
+        if options:
+            merged = {name: dict(section) for name, section in policy.scanner_options.items()}
+            for name, section in options.items():
+                merged.setdefault(name, {}).update(section)
+            policy = dataclasses.replace(policy, scanner_options=merged)
         if fail_on is not None:
             policy = dataclasses.replace(policy, fail_on=v.severity("--fail-on", fail_on))
         if scanners is not None:
@@ -117,7 +128,8 @@ class _Validator:
         from .scanners import registry
 
         known = set(registry())
-        names = [n.strip() for item in self.str_list(key, value) for n in item.split(",") if n.strip()]
+        names = [_SCANNER_ALIASES.get(n.strip(), n.strip())
+                 for item in self.str_list(key, value) for n in item.split(",") if n.strip()]
         unknown = [n for n in names if n not in known]
         if unknown:
             raise self.fail(key, f"unknown scanner {unknown[0]!r} (available: {', '.join(sorted(known))})")

@@ -16,7 +16,7 @@ import mmap
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
-from ..findings import Finding, Location, ScanError, fingerprint
+from ..findings import Finding, Location, ScanError, Severity, fingerprint
 from ..policy import Policy
 from ..rules import Catalog
 from ..sniff import Sniffed
@@ -102,8 +102,12 @@ class ScanContext:
 
     def finding(self, where: Artifact | str, rule_id: str, message: str, *, offset: int | None = None,
                 line: int | None = None, column: int | None = None, snippet: str | None = None,
-                evidence: Mapping[str, Any] | None = None, key: str = "") -> Finding | None:
+                evidence: Mapping[str, Any] | None = None, key: str = "",
+                severity: Severity | None = None) -> Finding | None:
         """Make a finding for ``rule_id`` with the policy's severity; None when the policy disables the rule.
+
+        ``severity``: this finding's own severity (e.g. from an advisory's CVSS score), used instead of the
+        rule's default unless the configuration overrides the rule's severity.
 
         ``where`` is the artifact, or just a display path for files that could not be opened.
 
@@ -112,9 +116,11 @@ class ScanContext:
         """
         path, member = (where, None) if isinstance(where, str) else (where.path, where.member)
         rule = self.catalog[rule_id]
-        severity = self.policy.severity_of(rule)
-        if severity is None:
+        configured = self.policy.severity_of(rule)
+        if configured is None:
             return None
+        if severity is None or rule.id in self.policy.severity_overrides:
+            severity = configured
         return Finding(
             rule_id=rule.id, severity=severity, scanner=rule.scanner, message=message, path=path,
             location=Location(line=line, column=column, offset=offset, member=member),

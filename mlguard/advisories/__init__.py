@@ -1,0 +1,1 @@
+"""Dependency advisories: an offline OSV database, manifest parsers, matching."""
