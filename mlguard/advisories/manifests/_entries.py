@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, TypeVar
 from urllib.parse import unquote
 
 from packaging.requirements import Requirement
@@ -12,7 +12,11 @@ from packaging.version import InvalidVersion, Version
 
 from .interface import Dependency, Problem
 
+MAX_ENTRIES = 100_000
+"""Entries read from one manifest (real ones have at most a few thousand): bounds the work per byte."""
+
 _KINDS = {str: "a string", list: "an array", dict: "a table", bool: "a boolean"}
+T = TypeVar("T")
 
 
 def shorten(text: str, limit: int = 80) -> str:
@@ -26,9 +30,20 @@ class Problems(list):
     def __init__(self, source: str):
         super().__init__()
         self.source = source
+        self.entries_read = 0
 
     def add(self, line: int | None, message: str) -> None:
         self.append(Problem(self.source, line, message))
+
+    def entries(self, items: Iterable[T]) -> Iterator[T]:
+        """``items``, until ``MAX_ENTRIES`` have been read from this file (then one problem)."""
+        for item in items:
+            self.entries_read += 1
+            if self.entries_read > MAX_ENTRIES:
+                if self.entries_read == MAX_ENTRIES + 1:
+                    self.add(None, f"not read: more than {MAX_ENTRIES:,} entries")
+                return
+            yield item
 
     def expect(self, value: Any, kind: type, what: str, line: int | None = None) -> Any:
         """``value`` when it is a ``kind`` or None; otherwise None, and a problem saying ``what`` is not one."""

@@ -54,7 +54,7 @@ def read_lock(text: str, source: str, array: str, entry: Callable[..., Dependenc
     """The entries of a TOML lock file: ``entry(table, line=..., source=...)`` for each table of its
     ``[[array]]`` (None skips one, ValueError is a problem with the entry)."""
     problems, dependencies = Problems(source), []
-    for line, table in _sections(text, array, problems):
+    for line, table in problems.entries(_sections(text, array, problems)):
         try:
             found = entry(table, line=line, source=source)
         except ValueError as e:

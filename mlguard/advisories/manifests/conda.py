@@ -41,7 +41,7 @@ class CondaParser:
             problems.add(_line(items), "'dependencies' is not a list")
             items = None
         seen: set[int] = set()  # nodes read, by id: an alias is the node it names
-        for item in items.value if items is not None else ():
+        for item in problems.entries(items.value if items is not None else ()):
             pip = _value(item, "pip")
             if id(item) in seen or id(pip) in seen:
                 continue

@@ -27,7 +27,8 @@ class PipfileLockParser:
         document = problems.expect(load_json(text, problems), dict, "the document", 1) or {}
         for section in SECTIONS:
             at = index.find("key", section) or 0
-            for name, entry in (problems.expect(document.get(section), dict, repr(section)) or {}).items():
+            entries = problems.expect(document.get(section), dict, repr(section)) or {}
+            for name, entry in problems.entries(entries.items()):
                 line = index.line(index.find("key", name, at))
                 try:
                     dependencies.append(_entry(name, entry, line=line, source=source))

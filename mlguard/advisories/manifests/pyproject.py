@@ -86,7 +86,8 @@ class _Document:
             tables.append((f"tool.poetry.group.{group}.dependencies", body.get("dependencies")))
         for where, table in tables:
             at = self.index.anchor(where)
-            for name, value in (self.problems.expect(table, dict, f"[{where}]") or {}).items():
+            table = self.problems.expect(table, dict, f"[{where}]") or {}
+            for name, value in self.problems.entries(table.items()):
                 if name.lower() == "python":
                     continue
                 found = self.index.find("key", name, at)
@@ -100,7 +101,7 @@ class _Document:
     def _strings(self, items: Any, what: str, table: str, *keys: str) -> None:
         """The requirement strings of the array ``items``, found in the text after ``table`` and ``keys``."""
         at = self.index.anchor(table, *keys)
-        for item in self.problems.expect(items, list, what, self.index.line(at)) or ():
+        for item in self.problems.entries(self.problems.expect(items, list, what, self.index.line(at)) or ()):
             if not isinstance(item, str):
                 self.problems.add(self.index.line(at), f"{what}: {shorten(repr(item))} is not a requirement string")
                 continue
