@@ -164,3 +164,29 @@ def test_the_shared_snapshot(shared_dir, tmp_path):
     assert not any(a.id == "GHSA-3863-2447-669p" for a, e in db.for_package("transformers") if affects(e, "4.36.0"))
     mal = [a for a, e in db.for_package("ascii2text") if affects(e, "1.0")]
     assert "MAL-2022-7421" in [a.id for a in mal] and all(a.malicious for a in mal)
+
+
+def test_update_from_a_url(tmp_path):
+    """The download path, against a local HTTP server (no network here)."""
+    import http.server
+    import threading
+    write_zip(tmp_path / "all.zip", STANDARD)
+
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert update(tmp_path / "url.sqlite", f"{url}/all.zip")["records"] == 8
+        with pytest.raises(DatabaseError, match="cannot download"):
+            update(tmp_path / "url.sqlite", f"{url}/missing.zip")
+        assert info(tmp_path / "url.sqlite")["records"] == 8
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    finally:
+        server.shutdown()
