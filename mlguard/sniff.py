@@ -1240,8 +1240,8 @@ def _yaml_parses(text: str) -> bool:
     except Exception:
         return False
     loader = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
-    try:
-        for _ in yaml.load_all(text, Loader=loader):
+    try:  # the event parser keeps its own stack: deep nesting cannot overflow the C stack as composing can
+        for _ in yaml.parse(text, Loader=loader):
             pass
         return True
     except Exception:

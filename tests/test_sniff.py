@@ -687,3 +687,15 @@ def test_joblib_zfile_offset(samples):
     assert got.offset in (21, 22)
     assert s.path.read_bytes()[got.offset] == 0x78  # the zlib stream's first byte
     assert sniff_file(_sample(samples, "zlib_pickle").path).offset == 0
+
+
+def test_deeply_nested_yaml_does_not_crash_the_process():
+    """PyYAML's C composer recurses without a limit: 60,000 nested lists overflow the C stack when composed.
+    Sniffing only runs the event parser. In a child process, so a regression fails instead of killing pytest."""
+    import subprocess
+    import sys
+    code = ("from mlguard.sniff import sniff_bytes; "
+            "print(sniff_bytes(b'- ' * 60000 + b'x\\n', 'deep.yml').format.value)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() in ("yaml", "text")

@@ -94,13 +94,15 @@ def _reader(artifact: Artifact):
 
 
 def _check(ctx: ScanContext, db, dep: Dependency) -> Iterable:
-    shown = f"{dep.name}{dep.specifier}" if not dep.url else f"{dep.name} @ {dep.url}"
+    shown = f"{dep.name}{dep.specifier}" if not dep.url else f"{dep.name} @ {dep.url}".lstrip(" @")
     if dep.url:
+        checked = "" if dep.version is None else f"; only its version {dep.version} could be checked"
         yield ctx.finding(dep.source, "cve-unpinned-reference",
-                          f"{shown}: a URL, VCS or path reference; it cannot be checked against advisories",
-                          line=dep.line, snippet=shown, evidence={"package": dep.normalized, "url": dep.url},
-                          key=dep.normalized)
-        return
+                          f"{shown}: a URL, VCS or path reference; what it installs cannot be checked against "
+                          f"advisories{checked}", line=dep.line, snippet=shown,
+                          evidence={"package": dep.normalized, "url": dep.url}, key=dep.url)
+        if dep.version is None or not dep.normalized:
+            return
     from ..advisories.matching import affects, range_match
     pinned = dep.version
     hits = []

@@ -2,6 +2,7 @@
 //! (plain Rust, unit-tested with `cargo test --no-default-features`); this file converts
 //! types, releases the GIL while a kernel runs and returns plain Python data.
 
+pub mod hash;
 pub mod pickle;
 pub mod zip;
 

@@ -15,8 +15,8 @@ from .interface import Dependency, Problem
 MAX_ENTRIES = 100_000
 """Entries read from one manifest (real ones have at most a few thousand): bounds the work per byte."""
 
-_KINDS = {str: "a string", list: "an array", dict: "a table", bool: "a boolean"}
-T = TypeVar("T")
+_KINDS = {str: "a string", list: "an array", dict: "a table"}
+_T = TypeVar("_T")
 
 
 def shorten(text: str, limit: int = 80) -> str:
@@ -35,7 +35,7 @@ class Problems(list):
     def add(self, line: int | None, message: str) -> None:
         self.append(Problem(self.source, line, message))
 
-    def entries(self, items: Iterable[T]) -> Iterator[T]:
+    def entries(self, items: Iterable[_T]) -> Iterator[_T]:
         """``items``, until ``MAX_ENTRIES`` have been read from this file (then one problem)."""
         for item in items:
             self.entries_read += 1
@@ -122,9 +122,11 @@ def from_filename(location: str) -> tuple[str, str] | None:
 
 
 def reference(location: str, name: str = "", **fields: Any) -> Dependency:
-    """An entry for a URL, VCS repository or local path; name and version come from a wheel or sdist file
-    name when there is one (the name only when ``name`` is not given)."""
+    """An entry for a URL, VCS repository or local path; a wheel or sdist file name gives the version (and
+    the name, when ``name`` is not given)."""
     archive = from_filename(location)
+    if archive and name and canonicalize_name(name) != archive[0]:
+        archive = None  # a file of another project: its version says nothing
     if archive and not name:
         name = archive[0]
     return dependency(name, version=archive[1] if archive else None, url=location, **fields)

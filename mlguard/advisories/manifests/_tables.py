@@ -71,7 +71,7 @@ def _sections(text: str, array: str, problems: Problems) -> Iterator[tuple[int |
     Each ``[[array]]`` section is parsed on its own, so a broken one loses only itself (lock files write
     every entry as such a section). Entries of an inline array before the first section have no line.
     """
-    header = re.compile(rf"^[ \t]*\[\[[ \t]*{re.escape(array)}[ \t]*\]\][ \t]*(?:#.*)?$", re.M)
+    header = re.compile(rf"^[ \t]*\[\[[ \t]*{re.escape(array)}[ \t]*\]\][ \t]*(?:#.*)?\r?$", re.M)
     starts = [m.start() for m in header.finditer(text)]
     line = 1
     for i, (start, end) in enumerate(zip([0, *starts], [*starts, len(text)])):

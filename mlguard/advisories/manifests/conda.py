@@ -6,8 +6,8 @@ for the caller to match against PyPI by name. Versions as conda reads them: ``na
 a ``|`` union, or a range PEP 440 cannot read, allows any version (a pin PEP 440 cannot read uses ``===``).
 The ``pip:`` list is read as requirements-file lines, includes and options included.
 
-The YAML is composed (nodes with their lines), never constructed, with PyYAML's safe loader; a node reached
-twice through aliases is read once.
+The YAML is composed (nodes with their lines), never constructed, with PyYAML's safe loader, once its nesting
+is known to be at most ``MAX_DEPTH``; a node reached twice through aliases is read once.
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from ._entries import Problems, dependency, exact, shorten
 from .interface import Dependency, Manifest, Reader
 from .requirements import parse_lines
+
+MAX_DEPTH = 64
+"""Deeper YAML is not read: PyYAML's C composer recurses without a limit (some builds crash on deep input)."""
 
 _NAME = re.compile(r"(.*[-_.])?environment([-_.].*)?\.ya?ml", re.I)
 _SPEC = re.compile(r"(?:\S*::)?(?P<name>[^\s=<>!~\[|,]+)\s*(?P<rest>.*)", re.S)
@@ -52,10 +55,12 @@ class CondaParser:
                 except ValueError as e:
                     problems.add(_line(item), str(e))
             elif isinstance(pip, yaml.SequenceNode):
+                lines = []
                 for node in pip.value:
-                    if not isinstance(node, yaml.ScalarNode):
+                    if isinstance(node, yaml.ScalarNode):
+                        lines.append((_line(node), node.value))
+                    else:
                         problems.add(_line(node), "a 'pip' entry is not a string")
-                lines = [(_line(n), n.value) for n in pip.value if isinstance(n, yaml.ScalarNode)]
                 found = parse_lines(lines, source, read)
                 dependencies += found.dependencies
                 problems += found.problems
@@ -69,11 +74,29 @@ PARSER = CondaParser()
 
 def _compose(text: str, problems: Problems) -> yaml.Node | None:
     try:
-        return yaml.compose(text, Loader=_LOADER)
+        deep = _too_deep(text)
+        if deep is None:
+            return yaml.compose(text, Loader=_LOADER)
+        problems.add(_line(deep), f"not read: YAML nested more than {MAX_DEPTH} deep")
     except yaml.MarkedYAMLError as e:
-        problems.add(e.problem_mark.line + 1 if e.problem_mark else None, f"not valid YAML: {e.problem or e.context}")
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        problems.add(line, f"not valid YAML: {e.problem or e.context}")
     except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: text libyaml cannot encode
         problems.add(None, f"not valid YAML: {shorten(str(e))}")
+    return None
+
+
+def _too_deep(text: str) -> yaml.Event | None:
+    """The first collection nested deeper than ``MAX_DEPTH``, found with the event parser (which keeps its
+    own stack instead of recursing)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
     return None
 
 
@@ -84,7 +107,7 @@ def _value(node: yaml.Node | None, key: str) -> yaml.Node | None:
     return next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
 
 
-def _line(node: yaml.Node) -> int:
+def _line(node: yaml.Node | yaml.Event) -> int:
     return node.start_mark.line + 1
 
 

@@ -27,7 +27,8 @@ class Dependency:
     specifier: str
     """The versions allowed, as a PEP 440 specifier set (``"==1.2.3"``, ``"<2,>=1"``); ``""`` for any."""
     version: str | None
-    """The exact version when the entry pins one (``==`` without wildcard, ``===``, a lock file entry)."""
+    """The exact version when the entry pins one: ``==`` without a wildcard, ``===``, a lock file entry, or a
+    URL or path naming a wheel or sdist of the project."""
     line: int | None
     """1-based line of the entry in ``source``; None when the format cannot tell."""
     source: str

@@ -9,7 +9,7 @@ is any version; a ``||`` union, which no specifier set can express, allows any v
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from packaging.markers import Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -71,11 +71,15 @@ class _Document:
                 if isinstance(target, str) and canonicalize_name(target) in known:
                     includes.setdefault(canonicalize_name(group), []).append(canonicalize_name(target))
                 else:
-                    self.problems.add(line, f"dependency group {group!r} includes unknown group {shorten(repr(target))}")
+                    self.problems.add(line, f"dependency group {group!r} includes {shorten(repr(target))}, "
+                                            "which is not a group")
             self._strings([i for i in items if not isinstance(i, dict) or "include-group" not in i],
                           f"dependency-groups.{group}", "dependency-groups", group)
-        for cycle in _cycles(includes):
-            self.problems.add(None, f"dependency groups include each other: {' -> '.join(cycle)}")
+        cycle = _cycle(includes)
+        if cycle:
+            around = " -> ".join(cycle if len(cycle) < 20 else [*cycle[:19], "...", cycle[-1]])
+            self.problems.add(self.index.line(self.index.anchor("dependency-groups", cycle[0])),
+                              f"dependency groups include each other: {around}")
 
     def poetry(self, data: dict[str, Any]) -> None:
         tool = self.problems.expect(data.get("tool"), dict, "[tool]") or {}
@@ -162,8 +166,9 @@ def _upper(version: str, caret: bool) -> str:
     return f"{parsed.epoch}!{upper}" if parsed.epoch else upper
 
 
-def _cycles(includes: dict[str, list[str]]) -> Iterator[list[str]]:
-    """Each cycle of the include graph once, as the groups around it (depth-first, without recursion)."""
+def _cycle(includes: dict[str, list[str]]) -> list[str] | None:
+    """A cycle of the include graph, as the groups around it; None when there is none (depth-first, without
+    recursion)."""
     done: set[str] = set()
     for root in includes:
         if root in done:
@@ -176,8 +181,9 @@ def _cycles(includes: dict[str, list[str]]) -> Iterator[list[str]]:
                 done.add(path.pop())
                 stack.pop()
             elif child in on_path:
-                yield path[path.index(child):] + [child]
+                return path[path.index(child):] + [child]
             elif child not in done:
                 path.append(child)
                 on_path.add(child)
                 stack.append(iter(includes.get(child, ())))
+    return None

@@ -20,20 +20,19 @@ from typing import ClassVar, Iterable, Iterator
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
-from ._entries import reference, requirement, shorten
+from ._entries import MAX_ENTRIES, reference, requirement, shorten
 from .interface import Dependency, Manifest, Problem, Reader
 
 MAX_DEPTH = 10
 """Includes nested deeper than this are not followed."""
 MAX_INCLUDES = 100
 """Includes followed in one parse."""
-MAX_LINES = 100_000
-"""Lines read in one parse (includes too); real files have a few hundred."""
 MAX_QUOTED = 10_000
 """Longest option text with quotes or backslashes read (``shlex`` takes time quadratic in a word's length)."""
 
 _NAME = re.compile(r".*(requirement|constraint).*\.(txt|in)", re.I)
 _COMMENT = re.compile(r"(?:^|(?<=\s))#.*")
+_COMMENT_LINE = re.compile(r"\s*#")
 _URL = re.compile(r"(?:(?:git|hg|svn|bzr)\+[a-z+-]+|https?|file|ftp|sftp|ssh|git|hg|svn|bzr):", re.I)
 _ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar.lz",
              ".tlz", ".tar.lzma")
@@ -71,8 +70,7 @@ def logical_lines(numbered: Iterable[tuple[int, str]]) -> Iterator[tuple[int, st
     first, parts = None, []
     for number, text in itertools.chain(numbered, [(0, "")]):  # the empty last line ends a continuation
         first = number if first is None else first
-        starts_comment = re.match(r"\s*#", text) is not None
-        if text.endswith("\\") and not starts_comment:
+        if text.endswith("\\") and not _COMMENT_LINE.match(text):
             parts.append(text[:-1])
             continue
         parts.append(text)
@@ -96,8 +94,8 @@ class _Walk:
              chain: tuple[str, ...]) -> None:
         for line, text in logical_lines(numbered):
             self.lines += 1
-            if self.lines > MAX_LINES:
-                self.problems.append(Problem(source, line, f"not read: more than {MAX_LINES} lines"))
+            if self.lines > MAX_ENTRIES:
+                self.problems.append(Problem(source, line, f"not read: more than {MAX_ENTRIES:,} lines"))
                 return
             try:
                 self._line(text, source, line, constraint, chain)
