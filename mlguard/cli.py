@@ -42,20 +42,34 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def _write_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so readers never see a half-written report."""
+def _write_atomically(path: str, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` so readers never see a half-written report."""
     import tempfile
     from pathlib import Path
 
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _config(path: str, config_path: str | None, *, fail_on: str | None = None, db_path: str | None = None,
+            **overrides):
+    """The configuration for scanning ``path``: ``--config`` or the discovered ``.ml-guard.yml``, with flags
+    on top; a configuration error ends the command with exit code 2."""
+    from .config import Config, ConfigError
+
+    try:
+        config = Config.load(config_path) if config_path else Config.discover(path)
+        return config.with_overrides(fail_on=fail_on, options={"dependencies": {"db": db_path}} if db_path else None,
+                                     **overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 class _Progress:
@@ -113,19 +127,13 @@ def _merge(results: list[ScanResult], roots: tuple[str, ...]) -> ScanResult:
 def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, db_path, no_color,
          quiet) -> None:
     """Scan files or folders for malicious or broken ML artifacts."""
-    from .config import Config, ConfigError
     from .scan import scan_tree
 
     results = []
     show_progress = sys.stderr.isatty() and not quiet
     for path in paths:
-        try:
-            config = Config.load(config_path) if config_path else Config.discover(path)
-            config = config.with_overrides(fail_on=fail_on, exclude=exclude, include=include,
-                                           scanners=scanners.split(",") if scanners else None,
-                                           options={"dependencies": {"db": db_path}} if db_path else None)
-        except ConfigError as exc:
-            _fail(str(exc))
+        config = _config(path, config_path, fail_on=fail_on, db_path=db_path, exclude=exclude, include=include,
+                         scanners=scanners.split(",") if scanners else None)
         progress = _Progress() if show_progress else None
         try:
             results.append(scan_tree(path, config, jobs=jobs, progress=progress))
@@ -189,6 +197,55 @@ def demo(directory: str) -> None:
 
     files = write_demo(directory)
     click.echo(f"Wrote {len(files)} files to {directory}. Now run:  ml-guard scan {directory}")
+
+
+_COMPLIANCE_STANDARDS = ("eu-ai-act", "nist-ai-rmf", "iso-27001", "soc2")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--standard", required=True, type=click.Choice(_COMPLIANCE_STANDARDS),
+              help="Which standard's controls to map the results onto.")
+@click.option("--format", "fmt", type=click.Choice(["pdf", "json", "html"]),
+              help="Output format [default: from the -o extension, else pdf].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the report to FILE (required for pdf).")
+@click.option("--evidence", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the canonical JSON evidence the report names by SHA-256.")
+@click.option("--fail-on", type=click.Choice(SEVERITY_NAMES, case_sensitive=False),
+              help="Severity that makes the verdict FAIL [config fail_on, default high].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Configuration file [default: .ml-guard.yml at the scanned path].")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="Advisory database for dependency manifests.")
+def compliance(path, standard, fmt, output, evidence, fail_on, config_path, db_path) -> None:
+    """Scan PATH and write compliance evidence for a standard (PDF, HTML or JSON).
+
+    \b
+    Each control of the standard (EU AI Act Art. 9-15, NIST AI RMF MEASURE/MANAGE,
+    ISO/IEC 27001:2022 Annex A, SOC 2 CC6/CC7) lists the findings that bear on
+    it, what a clean result supports and what it cannot show. This is technical
+    evidence, not a conformity declaration. Exit codes: 0 verdict PASS, 1 FAIL,
+    2 usage or configuration error.
+    """
+    from .report.compliance import canonical, evidence as build, render
+    from .scan import scan_tree
+
+    fmt = fmt or (os.path.splitext(output)[1].lstrip(".").lower() if output else "pdf")
+    if fmt not in ("pdf", "json", "html"):
+        _fail(f"cannot tell the format from {output!r}: use --format pdf|json|html")
+    if fmt == "pdf" and not output:
+        _fail("a PDF needs a file: add -o report.pdf (or use --format json|html for standard output)")
+    config = _config(path, config_path, fail_on=fail_on, db_path=db_path)
+    data = build(scan_tree(path, config), standard, config.policy)
+    content = render(data, fmt)
+    if evidence:
+        _write_atomically(evidence, canonical(data))
+    if output:
+        _write_atomically(output, content)
+        click.echo(f"Verdict {data['verdict'].upper()}: {output} written", err=True)
+    else:
+        click.echo(content.decode("utf-8"))
+    sys.exit(EXIT_FINDINGS if data["verdict"] == "fail" else EXIT_OK)
 
 
 _db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False),
