@@ -199,6 +199,33 @@ def demo(directory: str) -> None:
     click.echo(f"Wrote {len(files)} files to {directory}. Now run:  ml-guard scan {directory}")
 
 
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the SBOM to FILE [default: standard output].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Configuration file [default: .ml-guard.yml at the scanned path].")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="Advisory database for dependency manifests.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Files hashed and scanned in parallel.")
+def sbom(path, output, config_path, db_path, jobs) -> None:
+    """Write a CycloneDX 1.6 SBOM of PATH: artifacts with SHA-256, models, libraries, findings.
+
+    \b
+    Model files are machine-learning-model components (format, framework),
+    manifest entries library components with purls, and every finding a
+    vulnerability linked to the component it affects. Exit code 0 (2 on a
+    usage or configuration error): the SBOM records findings, it does not judge.
+    """
+    from .report.cyclonedx import build
+
+    text = build(path, _config(path, config_path, db_path=db_path), jobs=jobs)
+    if output:
+        _write_atomically(output, text)
+        click.echo(f"SBOM written to {output}", err=True)
+    else:
+        click.echo(text)
+
+
 _COMPLIANCE_STANDARDS = ("eu-ai-act", "nist-ai-rmf", "iso-27001", "soc2")
 
 

@@ -5,14 +5,10 @@ import os
 import threading
 from typing import Iterable, Iterator
 
-from ..advisories.manifests import Dependency, parser_for
+from ..advisories.manifests import Dependency, parser_for, tree_reader
 from ..findings import Severity
 from ..sniff import Format
 from .interface import Artifact, Option, ScanContext
-
-_MAX_INCLUDE = 4 << 20
-"""Bytes of a file pulled in by ``-r``/``-c``."""
-
 
 class DependencyScanner:
     name = "dependencies"
@@ -76,21 +72,10 @@ def _stale(entry) -> bool:
 
 
 def _reader(artifact: Artifact):
-    """Files named by ``-r``/``-c``: read only inside the scanned tree, bounded in size."""
+    """Includes are read only inside the scanned tree."""
     if artifact.fs_path is None or not artifact.fs_path.endswith(artifact.path):
         return None
-    root = os.path.realpath(artifact.fs_path[:len(artifact.fs_path) - len(artifact.path)] or ".")
-
-    def read(including: str, relative: str):
-        target = os.path.realpath(os.path.join(root, os.path.dirname(including), relative))
-        if os.path.commonpath([root, target]) != root or not os.path.isfile(target):
-            return None
-        if os.path.getsize(target) > _MAX_INCLUDE:
-            return None
-        with open(target, "rb") as f:
-            text = f.read(_MAX_INCLUDE).decode("utf-8", "replace")
-        return os.path.relpath(target, root).replace(os.sep, "/"), text
-    return read
+    return tree_reader(artifact.fs_path[:len(artifact.fs_path) - len(artifact.path)] or ".")
 
 
 def _check(ctx: ScanContext, db, dep: Dependency) -> Iterable:
