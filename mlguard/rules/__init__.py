@@ -33,6 +33,9 @@ class Rule:
     """Topics, used by compliance mappings and SARIF."""
     aliases: tuple[str, ...]
     """Older ids that users may still have in their configuration."""
+    precision: str = "high"
+    """How often a finding of this rule is a true problem (SARIF ``precision``): ``high``, or ``medium`` for
+    rules that also fire on legitimate artifacts."""
 
 
 class Catalog:
@@ -92,5 +95,6 @@ def catalog() -> Catalog:
             title=entry["title"].strip(), description=" ".join(entry["description"].split()),
             remediation=" ".join(entry["remediation"].split()), cwe=entry.get("cwe"),
             tags=tuple(entry.get("tags") or ()), aliases=tuple(entry.get("aliases") or ()),
+            precision=entry.get("precision", "high"),
         ))
     return Catalog(rules)
