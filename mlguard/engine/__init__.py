@@ -235,6 +235,8 @@ __all__ = [
     "DEFAULT_ZIP_LIMITS",
     "ZipLimits",
     "zip_facts",
+    "sha256_file",
+    "sha256_files",
 ]
 
 _ENV = "MLGUARD_ENGINE"
@@ -521,3 +523,64 @@ def zip_facts(data, *, limits: ZipLimits = DEFAULT_ZIP_LIMITS, local_headers: bo
         return _native_module.zip_facts(data, **kwargs)
     from .pure import zip as pure_zip  # noqa: PLC0415 - only when needed
     return pure_zip.analyze(data, **kwargs)
+
+
+# ------------------------------------------------------------------------------- SHA-256 ----
+
+def _hash_path(path) -> str:
+    """``path`` as a str for both engines (bytes paths are decoded as the OS would); ValueError for
+    an embedded NUL, as ``open()`` raises."""
+    path = os.fspath(path)
+    path = os.fsdecode(path) if isinstance(path, bytes) else path
+    if "\x00" in path:
+        raise ValueError(f"embedded null byte in path {path!r}")
+    return path
+
+
+def sha256_file(path, *, engine: Optional[str] = None) -> str:
+    """SHA-256 of the file at ``path``, as 64 lowercase hexadecimal digits.
+
+    The file is streamed through a fixed 1 MiB buffer (memory does not grow with its size); a file
+    that grows or shrinks meanwhile gives the hash of the bytes that were read. The native engine
+    uses the CPU's SHA extensions when it has them and releases the GIL while it reads and hashes;
+    the pure engine uses :mod:`hashlib` (OpenSSL). Raises OSError, carrying ``path`` as its
+    ``filename``, if the file cannot be opened or read (a directory included).
+    """
+    path = _hash_path(path)
+    if _choose(engine) == "native" and hasattr(_native_module, "sha256_file"):
+        return _native_module.sha256_file(path)
+    from .pure import hash as pure_hash  # noqa: PLC0415 - only when needed
+    return pure_hash.sha256_file(path)
+
+
+def sha256_files(paths, *, jobs: Optional[int] = None, engine: Optional[str] = None) -> list:
+    """:func:`sha256_file` of each of ``paths``, hashed in parallel by up to ``jobs`` threads
+    (default ``os.cpu_count()``).
+
+    Returns a list in the order of ``paths``: the hex digest of each file, or the OSError that
+    hashing it raised (an unreadable file does not stop the others). Other errors (a path that is
+    not a str, bytes or os.PathLike) are raised. The native engine hashes the whole list on its
+    own threads with the GIL released (each thread takes the next file when it finishes one); the
+    pure engine uses a thread pool, and hashlib releases the GIL while it hashes.
+    """
+    paths = [_hash_path(p) for p in paths]
+    if jobs is None:
+        jobs = os.cpu_count() or 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int or None, not {jobs!r}")
+    workers = max(1, min(jobs, len(paths)))
+    if _choose(engine) == "native" and hasattr(_native_module, "sha256_files"):
+        return _native_module.sha256_files(paths, workers)
+    from .pure import hash as pure_hash  # noqa: PLC0415 - only when needed
+
+    def one(path: str):
+        try:
+            return pure_hash.sha256_file(path)
+        except OSError as exc:
+            return exc
+
+    if workers == 1:
+        return [one(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only when needed
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlguard-sha256") as pool:
+        return list(pool.map(one, paths))

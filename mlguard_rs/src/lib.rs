@@ -533,12 +533,70 @@ mod bindings {
     }
     // ------------------------------------------------------------ end of zip kernel bindings ----
 
+    // ------------------------------------------------------------- SHA-256 (hash.rs) ----
+
+    /// An `OSError` like the one `open()` raises: `OSError(errno, strerror, filename)`, which
+    /// Python maps to its subclass (FileNotFoundError, PermissionError, IsADirectoryError, ...).
+    fn os_error_with_path(e: &std::io::Error, path: &Bound<'_, PyAny>) -> PyErr {
+        let text = e.to_string();
+        match e.raw_os_error() {
+            Some(code) => {
+                let suffix = format!(" (os error {code})");
+                let strerror = text.strip_suffix(suffix.as_str()).unwrap_or(&text).to_owned();
+                pyo3::exceptions::PyOSError::new_err((code, strerror, path.clone().unbind()))
+            }
+            None => {
+                pyo3::exceptions::PyOSError::new_err((path.py().None(), text, path.clone().unbind()))
+            }
+        }
+    }
+
+    /// sha256_file(path) -> str
+    ///
+    /// SHA-256 of a file as 64 lowercase hex digits, streamed through a fixed 1 MiB buffer; see
+    /// `mlguard.engine.sha256_file`, the supported entry point. The GIL is released while the
+    /// file is read and hashed. Raises OSError (with the path) if it cannot be opened or read.
+    #[pyfunction]
+    fn sha256_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
+        let fs_path: std::path::PathBuf = path.extract()?;
+        py.detach(|| crate::hash::sha256_file_hex(&fs_path))
+            .map_err(|e| os_error_with_path(&e, path))
+    }
+
+    /// sha256_files(paths, jobs) -> list[str | OSError]
+    ///
+    /// `sha256_file` of each path, by up to `jobs` threads, with the GIL released for the whole
+    /// batch; see `mlguard.engine.sha256_files`. A file that cannot be hashed gets its OSError
+    /// (with the path) in its slot instead of a digest.
+    #[pyfunction]
+    fn sha256_files<'py>(
+        py: Python<'py>,
+        paths: Vec<Bound<'py, PyAny>>,
+        jobs: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let fs_paths = paths
+            .iter()
+            .map(|p| p.extract::<std::path::PathBuf>())
+            .collect::<PyResult<Vec<_>>>()?;
+        let results = py.detach(|| crate::hash::sha256_files(&fs_paths, jobs));
+        let out = PyList::empty(py);
+        for (result, path) in results.iter().zip(&paths) {
+            match result {
+                Ok(digest) => out.append(crate::hash::to_hex(digest))?,
+                Err(e) => out.append(os_error_with_path(e, path).into_value(py))?,
+            }
+        }
+        Ok(out)
+    }
+
     #[pymodule]
     fn mlguard_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add_function(wrap_pyfunction!(pickle_facts, m)?)?;
         m.add_function(wrap_pyfunction!(pickle_facts_file, m)?)?;
         m.add_function(wrap_pyfunction!(zip_facts, m)?)?;
+        m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
+        m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
         Ok(())
     }
 }
