@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-from ..advisories.manifests import Dependency, parser_for, tree_reader
 from ..findings import Severity
 from ..sniff import Format
 from .interface import Artifact, Option, ScanContext
+
+if TYPE_CHECKING:
+    from ..advisories.manifests import Dependency
+
+_SUFFIXES = (".txt", ".in", ".toml", ".lock", ".yml", ".yaml")
+"""Every manifest name ends so: other files are passed over without importing the parsers."""
 
 class DependencyScanner:
     name = "dependencies"
@@ -20,8 +25,11 @@ class DependencyScanner:
     }
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator:
+        if artifact.depth > 0 or not artifact.name.lower().endswith(_SUFFIXES):
+            return
+        from ..advisories.manifests import parser_for
         parser = parser_for(artifact.name)
-        if parser is None or artifact.depth > 0:
+        if parser is None:
             return
         opts = ctx.options(self)
         if artifact.size > opts["max_manifest_size"]:
@@ -73,6 +81,7 @@ def _stale(entry) -> bool:
 
 def _reader(artifact: Artifact):
     """Includes are read only inside the scanned tree."""
+    from ..advisories.manifests import tree_reader
     if artifact.fs_path is None or not artifact.fs_path.endswith(artifact.path):
         return None
     return tree_reader(artifact.fs_path[:len(artifact.fs_path) - len(artifact.path)] or ".")
