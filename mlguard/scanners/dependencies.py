@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 _SUFFIXES = (".txt", ".in", ".toml", ".lock", ".yml", ".yaml")
 """Every manifest name ends so: other files are passed over without importing the parsers."""
 
+
 class DependencyScanner:
     name = "dependencies"
     formats = frozenset({Format.TEXT, Format.JSON, Format.YAML, Format.EMPTY})
