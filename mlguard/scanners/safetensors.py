@@ -3,12 +3,12 @@ polyglots, metadata that carries code or links, sharded index files)."""
 from __future__ import annotations
 
 import os
-import re
 from typing import Iterator
 
 from ..engine.pure.safetensors import header_facts
 from ..findings import Finding
 from ..sniff import Format, sniff_bytes
+from . import _text_checks as text_checks
 from .interface import Artifact, Option, ScanContext
 
 BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6,
@@ -21,16 +21,6 @@ _MAGIC = {b"MZ": "a Windows executable", b"\x7fELF": "an ELF executable", b"\xcf
           b"\x80\x05": "a pickle", b"#!": "a script"}
 _DANGEROUS_TRAILING = {Format.PICKLE, Format.EXECUTABLE, Format.ZIP, Format.TAR, Format.SEVENZIP, Format.GZIP,
                        Format.BZIP2, Format.XZ, Format.LZMA, Format.ZLIB, Format.NPY}
-_SCHEME = re.compile(r"\b(javascript|vbscript|file|data|https?|ftp|smb|s3|gs)://?", re.I)
-_ACTIVE_SCHEME = re.compile(r"\b(javascript|vbscript):|\bfile://|\bdata:(text/html|application/(x-)?javascript|"
-                            r"image/svg)", re.I)
-_CODE = re.compile(r"(curl|wget)\s[^\n|]*\|\s*(ba|z)?sh\b|\brm\s+-rf\b|\b(powershell|cmd\.exe)\b|__import__|"
-                   r"\bimport\s+(os|subprocess|socket)\b|\b(os\.system|subprocess\.|eval\(|exec\()|\bnc\s+-[el]", re.I)
-_HTML = re.compile(r"<\s*(script|iframe|object|embed)\b|\bon(error|load)\s*=", re.I)
-_IP = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
-_PATH = re.compile(r"(^|[\s'\"=])(/(etc|root|home|Users|var|tmp)/|\.\./|[A-Za-z]:\\\\?|\\\\\\\\)")
-
-
 class SafetensorsScanner:
     name = "safetensors"
     formats = frozenset({Format.SAFETENSORS, Format.JSON, Format.BINARY})
@@ -142,11 +132,11 @@ def _metadata(artifact: Artifact, ctx: ScanContext, metadata: dict) -> Iterator:
             continue
         kohya = key.startswith("ss_")
         shown = text[:120] + ("…" if len(text) > 120 else "")
-        checks = [("safetensors-metadata-code", _CODE), ("safetensors-metadata-html", _HTML),
-                  ("safetensors-metadata-url", _ACTIVE_SCHEME)]
+        checks = [("safetensors-metadata-code", text_checks.CODE), ("safetensors-metadata-html", text_checks.HTML),
+                  ("safetensors-metadata-url", text_checks.ACTIVE_URL)]
         if not kohya:
-            checks += [("safetensors-metadata-url", _SCHEME), ("safetensors-metadata-ip", _IP),
-                       ("safetensors-metadata-path", _PATH)]
+            checks += [("safetensors-metadata-url", text_checks.URL), ("safetensors-metadata-ip", text_checks.IP),
+                       ("safetensors-metadata-path", text_checks.PATH)]
         for rule, pattern in checks:
             match = pattern.search(text)
             if match:
@@ -166,7 +156,7 @@ def _index(artifact: Artifact, ctx: ScanContext) -> Iterator:
         return
     folder = os.path.dirname(artifact.fs_path) if artifact.fs_path and artifact.depth == 0 else None
     for shard in sorted(s for s in shards if isinstance(s, str)):
-        if os.path.isabs(shard) or re.match(r"[A-Za-z]:|\\\\|[a-z][a-z0-9+.-]*://", shard) or ".." in shard.split("/"):
+        if any(p.search(shard) for p in (text_checks.ABSOLUTE, text_checks.SCHEME, text_checks.TRAVERSAL)):
             yield ctx.finding(artifact, "safetensors-index-path",
                               f"weight_map names shard {shard!r} outside the model folder", evidence={"shard": shard},
                               key=shard)
