@@ -54,3 +54,27 @@ def test_foreign_modules(tmp_path):
     found = {(f.rule_id, f.evidence["module"], f.severity) for f in scan_file(tmp_path / "evil.keras").findings}
     assert found == {("keras-unsafe-module", "builtins", Severity.CRITICAL),
                      ("keras-unsafe-module", "mypkg.layers", Severity.HIGH)}
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A protobuf length-delimited field (numbers and lengths here stay below 128: one-byte varints)."""
+    assert number < 16 and len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _node(name: str, op: str) -> bytes:
+    return _field(1, name.encode()) + _field(2, op.encode())
+
+
+def test_savedmodel_ops(tmp_path):
+    """saved_model.pb written field by field (TensorFlow is not a test dependency): graph nodes and a function."""
+    function = _field(1, _field(1, b"helper")) + _field(3, _node("r", "ReadFile"))
+    graph = _field(1, _node("x", "Placeholder")) + _field(1, _node("p", "EagerPyFunc")) + _field(2, _field(1, function))
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(_field(2, _field(2, graph)))
+    found = {(f.evidence["op"], f.severity) for f in scan_file(folder / "saved_model.pb").findings
+             if f.rule_id == "tf-savedmodel-dangerous-op"}
+    assert found == {("EagerPyFunc", Severity.CRITICAL), ("ReadFile", Severity.HIGH)}
+    (folder / "saved_model.pb").write_bytes(_field(2, _field(2, _field(1, _node("x", "MatMul")))))
+    assert rules(folder / "saved_model.pb") == {}

@@ -4,7 +4,8 @@ legacy HDF5 file) names Python objects that loading imports and calls.
 - ``Lambda`` layers carry marshalled Python bytecode that legacy loaders (and ``safe_mode=False``) run;
 - any object serialised with a ``module`` outside Keras/TensorFlow is imported from that module on load, and
   ``{"module": "builtins", "class_name": "function", "config": "exec"}`` hands the loader a builtin to call
-  (the safe_mode bypasses of 2024–2025).
+  (the safe_mode bypasses of 2024–2025);
+- a TensorFlow SavedModel (``saved_model.pb``) graph can hold ops that run Python or touch the file system.
 """
 from __future__ import annotations
 
@@ -20,17 +21,27 @@ MAX_CONFIG = 16 << 20
 MAX_NODES = 1_000_000
 KERAS_MODULES = ("keras", "tf_keras", "tensorflow", "keras_hub", "keras_nlp", "keras_cv", "keras_rs")
 """Modules whose objects the config may name without a finding."""
+DANGEROUS_TF_OPS = {"PyFunc": "runs Python", "PyFuncStateless": "runs Python", "EagerPyFunc": "runs Python",
+                    "ReadFile": "reads files", "WriteFile": "writes files", "MatchingFiles": "lists files",
+                    "DeleteFile": "deletes files", "ImmutableConst": "maps a file into memory"}
+"""TensorFlow ops a model has no business running (checkpoint Save/Restore ops are normal and not listed)."""
 _START = b'{"class_name"'
 _START_V3 = b'{"module": "keras'
 
 
 class KerasScanner:
     name = "keras"
-    formats = frozenset({Format.JSON, Format.HDF5})
+    formats = frozenset({Format.JSON, Format.HDF5, Format.BINARY, Format.TEXT, Format.ONNX})
+    """BINARY, TEXT, ONNX: a SavedModel's ``saved_model.pb`` (protobuf has no magic; the sniffer may say any)."""
     options: dict[str, Option] = {}
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         buf = artifact.buffer()
+        if artifact.name == "saved_model.pb":
+            yield from _saved_model(artifact, ctx, buf)
+            return
+        if artifact.sniffed.format not in (Format.JSON, Format.HDF5):
+            return
         if artifact.sniffed.format is Format.JSON:
             if artifact.name != "config.json" or artifact.size > MAX_CONFIG:
                 return
@@ -44,6 +55,28 @@ class KerasScanner:
         config = _hdf5_config(buf)
         if config is not None:
             yield from _walk(artifact, ctx, config)
+
+
+def _saved_model(artifact: Artifact, ctx: ScanContext, buf) -> Iterator:
+    from ..engine.pure.protobuf import walk
+    from ..engine.pure.savedmodel_schema import SCHEMA
+    model = walk(buf, SCHEMA, "SavedModel")
+    if model["_error"]:
+        yield ctx.finding(artifact, "tf-savedmodel-malformed", f"invalid protobuf: {model['_error']['kind']} at "
+                          f"offset {model['_error']['offset']}", offset=model["_error"]["offset"])
+    for meta in model.get("meta_graphs", []):
+        graph = meta.get("graph_def", {})
+        places = [("graph", graph.get("node", []))]
+        places += [(f"function {f.get('signature', {}).get('name', '?')}", f.get("node_def", []))
+                   for f in graph.get("library", {}).get("function", [])]
+        for where, nodes in places:
+            for node in nodes:
+                op = node.get("op", "")
+                if op in DANGEROUS_TF_OPS:
+                    yield ctx.finding(artifact, "tf-savedmodel-dangerous-op",
+                                      f"op {op} ({DANGEROUS_TF_OPS[op]}) in {where}, node {node.get('name', '?')!r}",
+                                      evidence={"op": op, "node": node.get("name"), "where": where}, key=f"{where}:{op}",
+                                      severity=Severity.CRITICAL if "Python" in DANGEROUS_TF_OPS[op] else None)
 
 
 def _hdf5_config(buf) -> dict | None:
