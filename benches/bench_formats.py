@@ -1,0 +1,79 @@
+"""Format scanners: the ONNX protobuf walk (large initializers, and many small ones) and the safetensors header
+check at growing file sizes.
+
+Run: python benches/bench_formats.py   (results go into docs/performance.md by hand)
+Inputs are generated in a temporary folder (the 100 GB safetensors file is sparse).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import struct
+import tempfile
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mlguard import scan_file
+from mlguard.config import Config
+from mlguard.engine.pure.onnx_schema import SCHEMA
+from mlguard.engine.pure.protobuf import walk
+from mlguard.scan import scan_tree
+
+
+def median(fn, runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def onnx_model(tensors: int, elements: int) -> bytes:
+    inits = [numpy_helper.from_array(np.full(elements, i, np.float32), f"w{i}") for i in range(tensors)]
+    nodes = [helper.make_node("Add", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"]) for i in range(tensors)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [elements])],
+                              [helper.make_tensor_value_info(f"h{tensors - 1}", TensorProto.FLOAT, [elements])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def safetensors_file(path: str, size: int) -> None:
+    header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        f.truncate(8 + len(header) + size)
+
+
+def main() -> None:
+    rows = ["| input | size | walk (protobuf kernel) | walk throughput | whole scan_file |", "| --- | --- | --- | --- | --- |"]
+    with tempfile.TemporaryDirectory() as folder:
+        for label, tensors, elements in (("64 initializers of 4 MiB", 64, 1 << 20),
+                                         ("256 initializers of 4 MiB", 256, 1 << 20),
+                                         ("50,000 initializers of 64 B", 50_000, 16)):
+            data = onnx_model(tensors, elements)
+            path = os.path.join(folder, "m.onnx")
+            with open(path, "wb") as f:
+                f.write(data)
+            walk_s = median(lambda: walk(data, SCHEMA, "Model"))
+            scan_s = median(lambda: scan_file(path))
+            rows.append(f"| {label} | {len(data) / 1e6:,.1f} MB | {walk_s * 1e3:.2f} ms | "
+                        f"{len(data) / walk_s / 1e6:,.0f} MB/s | {scan_s * 1e3:.2f} ms |")
+            del data
+        rows += ["", "| safetensors file | scan_file |", "| --- | --- |"]
+        config = Config(max_file_size=1 << 50)
+        for size in (1 << 20, 1 << 30, 100 << 30):
+            path = os.path.join(folder, f"w{size}.safetensors")
+            safetensors_file(path, size)
+            rows.append(f"| {size / 2**30:g} GiB | {median(lambda: scan_tree(path, config)) * 1e3:.2f} ms |")
+            os.unlink(path)
+    print(f"onnx {onnx.__version__}\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
