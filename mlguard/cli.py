@@ -125,13 +125,20 @@ def _merge(results: list[ScanResult], roots: tuple[str, ...]) -> ScanResult:
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Files scanned in parallel [default: CPU count].")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False),
               help="Advisory database for dependency manifests [default: MLGUARD_DB, else the user data folder].")
+@click.option("--baseline", "baseline_path", type=click.Path(exists=True, dir_okay=False),
+              help="Drop the findings listed in this baseline (`ml-guard baseline create`).")
 @click.option("--no-color", is_flag=True, help="Never colour the output (also: NO_COLOR=1).")
 @click.option("-q", "--quiet", is_flag=True, help="No banner and no progress bar.")
-def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, db_path, no_color,
-         quiet) -> None:
+def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, jobs, db_path, baseline_path,
+         no_color, quiet) -> None:
     """Scan files or folders for malicious or broken ML artifacts."""
     from .scan import scan_tree
+    from . import baseline
 
+    try:
+        accepted = baseline.load(baseline_path) if baseline_path else frozenset()
+    except baseline.BaselineError as exc:
+        _fail(str(exc))
     results = []
     show_progress = sys.stderr.isatty() and not quiet
     for path in paths:
@@ -144,6 +151,9 @@ def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, j
             if progress:
                 progress.close()
     result = _merge(results, paths)
+    if baseline_path:
+        result, suppressed = baseline.apply(result, accepted)
+        click.echo(f"{suppressed} finding{'s' * (suppressed != 1)} suppressed by baseline {baseline_path}", err=True)
     color = (output is None and not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty())
     text = REPORTERS[fmt].render(result, RenderOptions(color=color, quiet=quiet))
     if output:
@@ -153,6 +163,38 @@ def scan(paths, fmt, output, fail_on, config_path, scanners, exclude, include, j
     else:
         click.echo(text, nl=False)
     sys.exit(EXIT_FINDINGS if result.fails(config.policy.fail_on) else EXIT_OK)
+
+
+@main.group("baseline")
+def baseline_group() -> None:
+    """Accept the findings a project has today; `scan --baseline` then reports only new ones.
+
+    \b
+    ml-guard baseline create . -o .ml-guard-baseline.json
+    ml-guard scan . --baseline .ml-guard-baseline.json
+
+    A baseline holds fingerprints, rule ids, paths and redacted snippets, never
+    a secret. Fingerprints do not depend on line numbers: create and scan from
+    the same root.
+    """
+
+
+@baseline_group.command("create")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--output", default=".ml-guard-baseline.json", show_default=True,
+              type=click.Path(dir_okay=False, writable=True), help="Write the baseline to FILE.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Configuration file [default: .ml-guard.yml at the scanned path].")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="Advisory database for dependency manifests.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Files scanned in parallel [default: CPU count].")
+def baseline_create(path, output, config_path, db_path, jobs) -> None:
+    """Scan PATH and write the fingerprint of every finding to a baseline file."""
+    from .scan import scan_tree
+    from . import baseline
+
+    result = scan_tree(path, _config(path, config_path, db_path=db_path), jobs=jobs)
+    _write_atomically(output, baseline.create(result))
+    click.echo(f"Baseline of {len(result.findings)} findings written to {output}", err=True)
 
 
 @main.command("rules")

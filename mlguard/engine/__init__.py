@@ -223,7 +223,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 __all__ = [
     "DEFAULT_PICKLE_LIMITS",
@@ -237,6 +237,10 @@ __all__ = [
     "zip_facts",
     "sha256_file",
     "sha256_files",
+    "MAX_SECRET_WINDOW",
+    "SecretRule",
+    "SecretRuleSet",
+    "secret_matches",
 ]
 
 _ENV = "MLGUARD_ENGINE"
@@ -584,3 +588,119 @@ def sha256_files(paths, *, jobs: Optional[int] = None, engine: Optional[str] = N
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only when needed
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlguard-sha256") as pool:
         return list(pool.map(one, paths))
+
+
+# -------------------------------------------------------------------------- secret rules ----
+
+MAX_SECRET_WINDOW = 4096
+"""Largest :attr:`SecretRule.window`: Python ``re`` backtracks, so the window bounds its work."""
+
+
+@dataclass(frozen=True)
+class SecretRule:
+    """One secret rule: where to look (keywords) and what to report (a regex's ``secret`` group)."""
+
+    id: str
+    """The rule's id (named in errors; results refer to rules by their index in the set)."""
+    keywords: tuple[str, ...]
+    """ASCII literals matched case-insensitively: the rule runs only around their occurrences."""
+    pattern: str
+    """A regex in the subset both engines read alike (listed in
+    :func:`mlguard.engine.pure.secrets.check_pattern`), run on bytes with ASCII semantics, with a
+    named group ``(?P<secret>...)``."""
+    window: int = 256
+    """Bytes searched before and after each keyword occurrence, at most ``MAX_SECRET_WINDOW``."""
+    min_entropy: float = 0.0
+    """Shannon entropy (bits per byte) the ``secret`` group needs to be reported."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"SecretRule.id must be a non-empty str, not {self.id!r}")
+        keywords = (self.keywords,) if isinstance(self.keywords, str) else tuple(self.keywords)
+        if not keywords or not all(isinstance(k, str) and k and k.isascii() for k in keywords):
+            raise ValueError(f"secret rule {self.id!r}: keywords must be non-empty ASCII strs, "
+                             f"at least one, not {self.keywords!r}")
+        object.__setattr__(self, "keywords", keywords)
+        if not isinstance(self.pattern, str):
+            raise ValueError(f"secret rule {self.id!r}: pattern must be a str, not {self.pattern!r}")
+        window = self.window
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_SECRET_WINDOW:
+            raise ValueError(f"secret rule {self.id!r}: window must be an int in "
+                             f"[0, {MAX_SECRET_WINDOW}], not {window!r}")
+        entropy = self.min_entropy
+        if isinstance(entropy, bool) or not isinstance(entropy, (int, float)) or not 0 <= entropy <= 8:
+            raise ValueError(f"secret rule {self.id!r}: min_entropy must be a number in [0, 8], "
+                             f"not {entropy!r}")
+        object.__setattr__(self, "min_entropy", float(entropy))
+
+
+class SecretRuleSet:
+    """Secret rules compiled once for many :func:`secret_matches` calls (safe to share by threads).
+
+    Each pattern is checked against the portable subset and compiled by Python ``re`` and, when
+    the extension can be imported, by Rust ``regex``: a ValueError naming the rule's id is raised
+    if it leaves the subset, does not compile in one of them, or has no ``secret`` group.
+    """
+
+    def __init__(self, rules: Sequence[SecretRule]) -> None:
+        from .pure import secrets as pure_secrets  # noqa: PLC0415 - only when needed
+        self.rules: tuple[SecretRule, ...] = tuple(rules)
+        for rule in self.rules:
+            if not isinstance(rule, SecretRule):
+                raise TypeError(f"rules must be SecretRule objects, not {type(rule).__name__}")
+        specs = [(list(r.keywords), r.pattern, r.window, r.min_entropy) for r in self.rules]
+        native = _load_native()
+        by = ""
+        try:    # both raise ValueError(rule index, message)
+            self._pure = pure_secrets.Compiled(specs)
+            by = " by the native engine (Rust regex)"
+            self._native = native.SecretRules(specs) if hasattr(native, "SecretRules") else None
+        except ValueError as exc:
+            index, message = exc.args
+            rule = self.rules[index]
+            raise ValueError(f"secret rule {rule.id!r}: pattern {rule.pattern!r} is refused{by}: "
+                             f"{message}") from None
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def secret_matches(data, ruleset: SecretRuleSet, *, max_matches: int = 100_000,
+                   engine: Optional[str] = None) -> list:
+    """The matches of ``ruleset``'s rules in ``data`` (any bytes-like object; read in place).
+
+    Returns, sorted by (start, rule)::
+
+        [{"rule": int,                           # index of the rule in ruleset.rules
+          "start": int, "end": int,              # the whole regex match, byte offsets in data
+          "secret_start": int, "secret_end": int,   # its `secret` group
+          "entropy": float}]                     # of the secret, bits per byte, 4 decimals
+
+    How (identical in both engines; ``mlguard_rs/src/secrets.rs`` has the details): every offset
+    where a keyword starts (ASCII case-insensitive) is a hit; at a hit each rule with a keyword
+    there takes its longest one and the window ``[max(0, start - window), min(len(data), end +
+    window))``. A rule's windows that overlap or touch are merged (so merged windows are at least
+    one byte apart: a match is never cut by a boundary inside their union, and is found once).
+    In each merged window ``[ws, we)`` the rule's regex finds its non-overlapping leftmost-first
+    matches as ``regex.search(data, pos, we)`` from ``pos = ws`` would: ``\\b`` and the like see
+    the byte before ``ws``, the data ends at ``we``; empty matches are skipped. A match is
+    reported when its ``secret`` group participates and that group's entropy is at least the
+    rule's ``min_entropy``.
+
+    At most ``max_matches`` results: the first ones in (start, rule) order (a result of exactly
+    ``max_matches`` items may have been cut). Memory does not grow with ``data`` or with the
+    number of keyword hits. The native engine releases the GIL for the whole search. Never
+    raises because of the content of ``data``.
+    """
+    if not isinstance(ruleset, SecretRuleSet):
+        raise TypeError(f"ruleset must be a SecretRuleSet, not {type(ruleset).__name__}")
+    if isinstance(max_matches, bool) or not isinstance(max_matches, int) or not 0 <= max_matches < 2**63:
+        raise ValueError(f"max_matches must be an int in [0, 2**63), not {max_matches!r}")
+    with memoryview(data) as view:  # TypeError for non-buffers, same for both engines
+        contiguous = view.c_contiguous
+    if not contiguous:
+        data = memoryview(data).tobytes()
+    if _choose(engine) == "native" and ruleset._native is not None:
+        return ruleset._native.find(data, max_matches)
+    from .pure import secrets as pure_secrets  # noqa: PLC0415 - only when needed
+    return pure_secrets.find(data, ruleset._pure, max_matches)

@@ -4,6 +4,8 @@
 
 pub mod hash;
 pub mod pickle;
+pub mod protobuf;
+pub mod secrets;
 pub mod zip;
 
 #[cfg(feature = "python")]
@@ -589,6 +591,63 @@ mod bindings {
         Ok(out)
     }
 
+    // ------------------------------------------------------- secret rules (secrets.rs) ----
+
+    /// SecretRules(rules: list[tuple[list[str], str, int, float]])
+    ///
+    /// A compiled secret rule set, one (keywords, pattern, window, min_entropy) per rule; see
+    /// `mlguard.engine.SecretRuleSet`, the supported entry point. Raises
+    /// `ValueError(rule_index, message)` when a rule does not compile.
+    #[pyclass(frozen, module = "mlguard_rs")]
+    struct SecretRules(crate::secrets::RuleSet);
+
+    #[pymethods]
+    impl SecretRules {
+        #[new]
+        fn new(rules: Vec<(Vec<String>, String, usize, f64)>) -> PyResult<Self> {
+            let rules: Vec<crate::secrets::Rule> = rules
+                .into_iter()
+                .map(|(keywords, pattern, window, min_entropy)| crate::secrets::Rule {
+                    keywords: keywords.into_iter().map(String::into_bytes).collect(),
+                    pattern,
+                    window,
+                    min_entropy,
+                })
+                .collect();
+            crate::secrets::RuleSet::new(&rules)
+                .map(SecretRules)
+                .map_err(|e| PyValueError::new_err((e.rule, e.message)))
+        }
+
+        /// find(data, max_matches) -> list[dict]
+        ///
+        /// The matches in a bytes-like object; see `mlguard.engine.secret_matches`. The GIL is
+        /// released for the whole search.
+        fn find<'py>(
+            &self,
+            py: Python<'py>,
+            data: &Bound<'py, PyAny>,
+            max_matches: usize,
+        ) -> PyResult<Bound<'py, PyList>> {
+            let input = Input::new(data)?;
+            let slice: &[u8] = input.as_slice();
+            let matches = py.detach(|| self.0.find(slice, max_matches));
+            drop(input);
+            let out = PyList::empty(py);
+            for m in &matches {
+                let d = PyDict::new(py);
+                d.set_item(intern!(py, "rule"), m.rule)?;
+                d.set_item(intern!(py, "start"), m.start)?;
+                d.set_item(intern!(py, "end"), m.end)?;
+                d.set_item(intern!(py, "secret_start"), m.secret_start)?;
+                d.set_item(intern!(py, "secret_end"), m.secret_end)?;
+                d.set_item(intern!(py, "entropy"), m.entropy)?;
+                out.append(d)?;
+            }
+            Ok(out)
+        }
+    }
+
     #[pymodule]
     fn mlguard_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -597,6 +656,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(zip_facts, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
+        m.add_class::<SecretRules>()?;
         Ok(())
     }
 }

@@ -1,0 +1,349 @@
+//! Secret rules: keyword-anchored regex matches in bytes (the kernel behind
+//! `mlguard.engine.secret_matches`; its reference twin is `mlguard/engine/pure/secrets.py`).
+//!
+//! Plain Rust, no Python. A [`RuleSet`] is compiled once and searched many times; both engines
+//! implement exactly these semantics:
+//!
+//! 1. Keyword hits. One Aho-Corasick automaton holds every rule's keywords (ASCII
+//!    case-insensitive). A *hit* is every offset `s` where some keyword starts; at `s`, each rule
+//!    whose keywords match there takes its longest one, of length `len` (shorter keywords of the
+//!    same rule at the same offset have smaller windows). Hits are visited by increasing `s`.
+//! 2. Windows. A hit gives its rule the window `[max(0, s - window), min(n, s + len + window))`.
+//!    A rule's windows are merged in hit order: a window that overlaps or touches (starts at or
+//!    before the end of) the rule's pending window extends it; otherwise the pending window is
+//!    searched and the new one becomes pending. Merged windows are therefore disjoint and
+//!    separated by at least one byte, so a match is never cut by a boundary the union of the
+//!    windows includes, and a match is found at most once.
+//! 3. Matches. In a window `[ws, we)` the rule's regex runs on `data[..we]` from `ws` (assertions
+//!    such as `\b` see the byte before `ws`; the data ends at `we`): from `pos = ws`, while
+//!    `pos < we`, take the leftmost-first match starting at or after `pos`; an empty match is
+//!    skipped (`pos = its end + 1`), a non-empty one is kept when its `secret` group participates
+//!    and the Shannon entropy of that group (bits per byte) is >= `min_entropy` (`pos = its end`).
+//! 4. Limit. The result is the first `max_matches` matches in (start, rule) order; memory stays
+//!    below `2 * max_matches` matches plus a few pending windows, whatever the data.
+//!
+//! Regexes are `regex::bytes` with Unicode disabled: `\w`, `\d`, `\s`, `\b` and case folding are
+//! ASCII, `.` is any byte but `\n`; the search is linear in the window whatever the pattern.
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
+use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
+use std::fmt;
+
+/// One rule as given: keywords (ASCII, matched case-insensitively), a pattern with a named
+/// group `secret`, the window in bytes around each keyword hit, the entropy to report.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub keywords: Vec<Vec<u8>>,
+    pub pattern: String,
+    pub window: usize,
+    pub min_entropy: f64,
+}
+
+/// A reported match: byte offsets in the data; `entropy` of the secret, rounded to 4 decimals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+    pub secret_start: usize,
+    pub secret_end: usize,
+    pub entropy: f64,
+}
+
+/// Why a rule set does not compile: the index of the offending rule and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    pub rule: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {}: {}", self.rule, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+struct Compiled {
+    regex: Regex,
+    secret: usize,
+    window: usize,
+    min_entropy: f64,
+}
+
+/// A compiled rule set; immutable, so one can be shared by threads.
+pub struct RuleSet {
+    rules: Vec<Compiled>,
+    keywords: AhoCorasick,
+    /// Per automaton pattern (a distinct lowercased keyword): (rule, length of the rule's
+    /// longest keyword that is a prefix of it), by increasing rule.
+    owners: Vec<Vec<(usize, usize)>>,
+}
+
+impl RuleSet {
+    pub fn new(rules: &[Rule]) -> Result<RuleSet, RuleError> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut distinct: Vec<Vec<u8>> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let err = |message: String| RuleError { rule: i, message };
+            if rule.keywords.is_empty() || rule.keywords.iter().any(|k| k.is_empty()) {
+                return Err(err("needs at least one keyword, none empty".into()));
+            }
+            let regex = RegexBuilder::new(&rule.pattern)
+                .unicode(false)
+                .build()
+                .map_err(|e| err(e.to_string()))?;
+            let secret = regex
+                .capture_names()
+                .position(|n| n == Some("secret"))
+                .ok_or_else(|| err("the pattern has no group named `secret`".into()))?;
+            compiled.push(Compiled { regex, secret, window: rule.window, min_entropy: rule.min_entropy });
+            for k in &rule.keywords {
+                let k = k.to_ascii_lowercase();
+                if !distinct.contains(&k) {
+                    distinct.push(k);
+                }
+            }
+        }
+        let owners = distinct
+            .iter()
+            .map(|k| {
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(r, rule)| {
+                        rule.keywords
+                            .iter()
+                            .filter(|kw| k.len() >= kw.len() && k[..kw.len()].eq_ignore_ascii_case(kw))
+                            .map(|kw| kw.len())
+                            .max()
+                            .map(|len| (r, len))
+                    })
+                    .collect()
+            })
+            .collect();
+        let keywords = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&distinct)
+            .map_err(|e| RuleError { rule: 0, message: e.to_string() })?;
+        Ok(RuleSet { rules: compiled, keywords, owners })
+    }
+
+    /// The matches of every rule in `data`, sorted by (start, rule); at most `max_matches`.
+    pub fn find(&self, data: &[u8], max_matches: usize) -> Vec<Match> {
+        let mut kept = Kept { max: max_matches, matches: Vec::new() };
+        if max_matches == 0 {
+            return kept.matches;
+        }
+        let mut locs: Vec<CaptureLocations> = self.rules.iter().map(|r| r.regex.capture_locations()).collect();
+        let mut pending: Vec<Option<(usize, usize)>> = vec![None; self.rules.len()];
+        let n = data.len();
+        let mut at = 0;
+        while let Some(hit) = self.keywords.find(Input::new(data).span(at..n)) {
+            let s = hit.start();
+            for &(r, len) in &self.owners[hit.pattern().as_usize()] {
+                let window = self.rules[r].window;
+                let (a, b) = (s.saturating_sub(window), s.saturating_add(len).saturating_add(window).min(n));
+                match &mut pending[r] {
+                    Some((_, end)) if a <= *end => *end = (*end).max(b),
+                    slot => {
+                        if let Some((ws, we)) = slot.replace((a, b)) {
+                            self.search(r, data, ws, we, &mut locs[r], &mut kept);
+                        }
+                    }
+                }
+            }
+            at = s + 1;
+        }
+        for (r, slot) in pending.iter().enumerate() {
+            if let Some((ws, we)) = *slot {
+                self.search(r, data, ws, we, &mut locs[r], &mut kept);
+            }
+        }
+        kept.finish()
+    }
+
+    fn search(&self, r: usize, data: &[u8], ws: usize, we: usize, locs: &mut CaptureLocations, kept: &mut Kept) {
+        let rule = &self.rules[r];
+        let hay = &data[..we];
+        let mut pos = ws;
+        while pos < we {
+            let Some(m) = rule.regex.captures_read_at(locs, hay, pos) else { break };
+            if m.start() == m.end() {
+                pos = m.end() + 1;
+                continue;
+            }
+            pos = m.end();
+            if let Some((ss, se)) = locs.get(rule.secret) {
+                let h = entropy(&data[ss..se]);
+                if h >= rule.min_entropy {
+                    kept.push(Match { rule: r, start: m.start(), end: m.end(), secret_start: ss, secret_end: se, entropy: round4(h) });
+                }
+            }
+        }
+    }
+}
+
+/// The matches found so far, cut back to the first `max` in (start, rule) order whenever they
+/// reach `2 * max`.
+struct Kept {
+    max: usize,
+    matches: Vec<Match>,
+}
+
+impl Kept {
+    fn push(&mut self, m: Match) {
+        self.matches.push(m);
+        if self.matches.len() >= self.max.saturating_mul(2) {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        self.matches.sort_unstable_by_key(|m| (m.start, m.rule));
+        self.matches.truncate(self.max);
+    }
+
+    fn finish(mut self) -> Vec<Match> {
+        self.trim();
+        self.matches
+    }
+}
+
+/// Shannon entropy in bits per byte: `-sum(p * log2(p))` over byte values in increasing order,
+/// `p = count / len` (0 for empty input). The pure engine computes the same floats.
+pub fn entropy(bytes: &[u8]) -> f64 {
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u64; 256];
+    for &b in bytes {
+        counts[b as usize] += 1;
+    }
+    let n = bytes.len() as f64;
+    let mut h = 0.0;
+    for &c in counts.iter().filter(|&&c| c > 0) {
+        let p = c as f64 / n;
+        h -= p * p.log2();
+    }
+    h
+}
+
+/// `x` rounded to 4 decimals as Python's `round(x, 4)`: the exact value rounded half to even.
+fn round4(x: f64) -> f64 {
+    format!("{x:.4}").parse().unwrap_or(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(keywords: &[&str], pattern: &str, window: usize, min_entropy: f64) -> Rule {
+        Rule {
+            keywords: keywords.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            pattern: pattern.into(),
+            window,
+            min_entropy,
+        }
+    }
+
+    fn spans(set: &RuleSet, data: &[u8]) -> Vec<(usize, usize, usize, usize, usize)> {
+        set.find(data, 1000).iter().map(|m| (m.rule, m.start, m.end, m.secret_start, m.secret_end)).collect()
+    }
+
+    #[test]
+    fn keyword_anchors_the_search() {
+        let set = RuleSet::new(&[rule(&["token"], r"token=(?P<secret>\w+)", 16, 0.0)]).unwrap();
+        assert_eq!(spans(&set, b"x TOKEN=abc y"), vec![]); // the regex itself is case-sensitive
+        assert_eq!(spans(&set, b"x token=abc y"), vec![(0, 2, 11, 8, 11)]);
+        // a regex match far from any keyword is not searched for
+        let set = RuleSet::new(&[rule(&["key"], r"(?P<secret>\d{4})", 4, 0.0)]).unwrap();
+        assert_eq!(spans(&set, b"1234 ....... key 5678"), vec![]);
+        assert_eq!(spans(&set, b"1234 ....... KeY5678"), vec![(0, 16, 20, 16, 20)]);
+    }
+
+    #[test]
+    fn window_ends_cut_and_merge() {
+        let set = RuleSet::new(&[rule(&["k"], r"(?P<secret>[a-z]+)", 2, 0.0)]).unwrap();
+        // window [3, 8): the run "xxkyy" is cut on both sides
+        assert_eq!(spans(&set, b"aaaxxkyyaaa"), vec![(0, 3, 8, 3, 8)]);
+        // two hits whose windows touch ([0,5) and [5,10)) are one window
+        assert_eq!(spans(&set, b"zzkzzzzkzzzz"), vec![(0, 0, 10, 0, 10)]);
+        // a gap of one byte keeps them apart
+        assert_eq!(spans(&set, b"zzkzzzzzkzzzz"), vec![(0, 0, 5, 0, 5), (0, 6, 11, 6, 11)]);
+    }
+
+    #[test]
+    fn boundary_assertions_see_before_the_window_but_not_after() {
+        let set = RuleSet::new(&[rule(&["k"], r"\b(?P<secret>k\w*)\b", 0, 0.0)]).unwrap();
+        assert_eq!(spans(&set, b"ak"), vec![]); // `\b` sees the `a` before the window
+        assert_eq!(spans(&set, b" kab"), vec![(0, 1, 2, 1, 2)]); // the window ends after `k`
+    }
+
+    #[test]
+    fn longest_keyword_per_rule_and_shared_keywords() {
+        let set = RuleSet::new(&[
+            rule(&["sk", "sk-ant-"], r"(?P<secret>sk-\w+)", 0, 0.0),
+            rule(&["SK"], r"(?P<secret>sk)", 0, 0.0),
+        ])
+        .unwrap();
+        assert_eq!(spans(&set, b"sk-ant-x"), vec![(0, 0, 6, 0, 6), (1, 0, 2, 0, 2)]);
+    }
+
+    #[test]
+    fn empty_matches_secret_group_and_entropy() {
+        let set = RuleSet::new(&[rule(&["a"], r"a*(?P<secret>b)?", 4, 0.0)]).unwrap();
+        // "aab" matches with the group, the empty match before `c` is skipped, "a" without group
+        assert_eq!(spans(&set, b"aabca"), vec![(0, 0, 3, 2, 3)]);
+        let set = RuleSet::new(&[rule(&["="], r"=(?P<secret>\w+)", 40, 2.0)]).unwrap();
+        let found = set.find(b"x=aaaaaaaa y=abcd", 10);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].start, found[0].entropy), (12, 2.0));
+        assert_eq!(set.find(b"y=abc", 10), vec![]); // log2(3) < 2
+    }
+
+    #[test]
+    fn entropy_and_rounding() {
+        assert_eq!(entropy(b""), 0.0);
+        assert_eq!(entropy(b"aaaa"), 0.0);
+        assert_eq!(entropy(b"ab"), 1.0);
+        assert_eq!(round4(entropy(b"abc")), 1.585);
+        assert_eq!(round4(0.03125), 0.0312); // half to even, as Python's round()
+        assert_eq!(round4(0.09375), 0.0938);
+    }
+
+    #[test]
+    fn limit_keeps_the_first_matches_in_order() {
+        let set = RuleSet::new(&[
+            rule(&["x"], r"(?P<secret>x)", 0, 0.0),
+            rule(&["x"], r"(?P<secret>x)", 0, 0.0),
+        ])
+        .unwrap();
+        let data = b"x.".repeat(1000);
+        let found = set.find(&data, 5);
+        let got: Vec<_> = found.iter().map(|m| (m.start, m.rule)).collect();
+        assert_eq!(got, vec![(0, 0), (0, 1), (2, 0), (2, 1), (4, 0)]);
+        assert_eq!(set.find(&data, 0), vec![]);
+        assert_eq!(set.find(b"", 5), vec![]);
+    }
+
+    #[test]
+    fn bad_rules_name_their_index() {
+        let ok = rule(&["a"], r"(?P<secret>a)", 0, 0.0);
+        let err = |r: Rule| RuleSet::new(&[ok.clone(), r]).err().unwrap();
+        assert_eq!(err(rule(&["a"], r"(?=a)(?P<secret>a)", 0, 0.0)).rule, 1);
+        assert_eq!(err(rule(&["a"], r"(a)", 0, 0.0)).message, "the pattern has no group named `secret`");
+        assert_eq!(err(rule(&[], r"(?P<secret>a)", 0, 0.0)).rule, 1);
+        assert_eq!(err(rule(&[""], r"(?P<secret>a)", 0, 0.0)).rule, 1);
+    }
+
+    #[test]
+    fn non_ascii_bytes_are_single_bytes() {
+        let set = RuleSet::new(&[rule(&["key"], r"key:(?P<secret>.{3})", 8, 0.0)]).unwrap();
+        assert_eq!(spans(&set, b"\xffkey:\xe9\x80\n"), vec![]); // `.` stops at \n
+        assert_eq!(spans(&set, b"\xffkey:\xe9\x80z"), vec![(0, 1, 8, 5, 8)]);
+    }
+}
