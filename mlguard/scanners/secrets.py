@@ -18,20 +18,19 @@ snippet is redacted and its fingerprint keys on a keyed hash of the secret, not 
 """
 from __future__ import annotations
 
-import json
 import re
 from bisect import bisect_right
 from typing import Iterator
 
 from ..secrets import Hit, detector
 from ..sniff import Format
+from ._notebook import strings as notebook_strings
 from .interface import Artifact, Option, ScanContext
 
 TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.json", "vocab.txt", "merges.txt"})
 LOCK_FILES = frozenset({"package-lock.json", "npm-shrinkwrap.json", "pnpm-lock.yaml", "conda-lock.yml"})
 """Lock files not named ``*.lock`` or ``*.sum``."""
 _ALLOW = re.compile(rb"ml-guard:\s*allow", re.IGNORECASE)
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _MAX_LINES = 20
 
 
@@ -116,26 +115,18 @@ def _notebook_text(data) -> _Text | None:
     """The searched strings of a notebook, joined, with the .ipynb line of each; None when the file is not
     a notebook this reader understands (it is then searched as plain text)."""
     try:
-        raw = bytes(data).decode("utf-8")
-        nb = json.loads(raw)
-        strings = list(_strings(nb, ())) if isinstance(nb, dict) and isinstance(nb.get("cells"), list) else None
-    except (ValueError, RecursionError):
+        parsed = notebook_strings(bytes(data).decode("utf-8"))
+    except UnicodeDecodeError:
         return None
-    if strings is None:
+    if parsed is None:
         return None
-    literals = _JSON_STRING.finditer(raw)
     parts: list[bytes] = []
     segments: list[tuple[int, int, int]] = []
-    size, line, pos, previous = 0, 1, 0, None
-    for path, value in strings:
-        literal = next(literals, None)
+    size, previous = 0, None
+    for path, value, line in parsed[1]:
         where = _searched(path)
-        if literal is None or where is None:
+        if where is None:
             continue
-        if json.loads(literal.group()) != value:   # duplicate keys: positions unknown, search the raw file
-            return None
-        line += raw.count("\n", pos, literal.start())
-        pos = literal.start()
         if where != previous and parts:
             parts.append(b"\n")
             size += 1
@@ -145,20 +136,6 @@ def _notebook_text(data) -> _Text | None:
         parts.append(encoded)
         size += len(encoded)
     return _Text(b"".join(parts), segments)
-
-
-def _strings(node, path: tuple) -> Iterator[tuple[tuple | None, str]]:
-    """Every string of parsed JSON in document order, keys included (with path None), as the literals appear
-    in the file."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield None, key
-            yield from _strings(value, path + (key,))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _strings(value, path + (i,))
-    elif isinstance(node, str):
-        yield path, node
 
 
 def _searched(path: tuple | None) -> tuple | None:
