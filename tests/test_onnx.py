@@ -127,3 +127,26 @@ def test_external_data(tmp_path, location, extra, rule, severity):
 def test_native_libraries_beside_a_model(tmp_path):
     (tmp_path / "custom_ops.so").write_bytes(b"\x7fELF")
     assert rules(tmp_path, model())["onnx-native-library"] == Severity.HIGH
+
+
+def test_native_and_pure_walks_agree(tmp_path):
+    """Differential: the Rust walker gives the pure one's dict on real, merged, truncated and corrupted models."""
+    from mlguard import engine
+    if engine.engine_name() != "native":
+        pytest.skip("the native engine is not built")
+    import random
+    w = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
+    base = model([helper.make_node("MatMul", ["x", "w"], ["y"], doc_string="d\xe9j\xe0")], initializers=[w],
+                 metadata={"k": "v"}).SerializeToString()
+    second = onnx.ModelProto(graph=helper.make_graph([helper.make_node("Abs", ["y"], ["z"])], "g2", [], []))
+    inputs = [base, base + second.SerializeToString(), base[:-7], base + b"\x0b", b"", b"\x00",
+              b"\x0a" + b"\xff" * 11]
+    rng = random.Random(7)
+    for _ in range(300):
+        corrupted = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
+        inputs.append(bytes(corrupted))
+    for data in inputs:
+        assert engine.protobuf_walk(data, SCHEMA, "Model", engine="native") == \
+            engine.protobuf_walk(data, SCHEMA, "Model", engine="python"), data[:40]

@@ -235,6 +235,7 @@ __all__ = [
     "DEFAULT_ZIP_LIMITS",
     "ZipLimits",
     "zip_facts",
+    "protobuf_walk",
     "sha256_file",
     "sha256_files",
     "MAX_SECRET_WINDOW",
@@ -541,6 +542,30 @@ def _hash_path(path) -> str:
     return path
 
 
+_PROTOBUF_KINDS = {"int": 0, "str": 1, "strs": 2, "msg": 3, "msgs": 4, "skip": 5}
+_compiled_schemas: dict = {}
+
+
+def protobuf_walk(data, schema: dict, root: str, *, engine: Optional[str] = None) -> dict:
+    """Decode the protobuf ``data`` as message type ``root`` of ``schema``: only the fields the schema names,
+    with protobuf's merge semantics; tensor-sized payloads skipped by length. See
+    :mod:`mlguard.engine.pure.protobuf` for the schema and result format (both engines give the same dict).
+    The native engine releases the GIL while walking."""
+    if _choose(engine) == "native" and hasattr(_native_module, "protobuf_walk"):
+        key = id(schema)
+        if key not in _compiled_schemas:
+            names = list(schema)
+            _compiled_schemas[key] = (schema, names, [
+                [(number, name, _PROTOBUF_KINDS[kind], names.index(sub) if sub else 0)
+                 for number, (name, kind, sub) in schema[message].items()] for message in names])
+        _, names, compiled = _compiled_schemas[key]
+        with memoryview(data) as view:
+            contiguous = view.c_contiguous
+        return _native_module.protobuf_walk(data if contiguous else bytes(data), compiled, names.index(root))
+    from .pure import protobuf as pure_protobuf  # noqa: PLC0415 - only when needed
+    return pure_protobuf.walk(data, schema, root)
+
+
 def sha256_file(path, *, engine: Optional[str] = None) -> str:
     """SHA-256 of the file at ``path``, as 64 lowercase hexadecimal digits.
 
@@ -660,9 +685,6 @@ class SecretRuleSet:
             rule = self.rules[index]
             raise ValueError(f"secret rule {rule.id!r}: pattern {rule.pattern!r} is refused{by}: "
                              f"{message}") from None
-
-    def __len__(self) -> int:
-        return len(self.rules)
 
 
 def secret_matches(data, ruleset: SecretRuleSet, *, max_matches: int = 100_000,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
+from .. import engine
 from ..findings import Finding, Severity
 from ..sniff import Format
 from .interface import Artifact, Option, ScanContext
@@ -58,9 +59,8 @@ class KerasScanner:
 
 
 def _saved_model(artifact: Artifact, ctx: ScanContext, buf) -> Iterator:
-    from ..engine.pure.protobuf import walk
     from ..engine.pure.savedmodel_schema import SCHEMA
-    model = walk(buf, SCHEMA, "SavedModel")
+    model = engine.protobuf_walk(buf, SCHEMA, "SavedModel")
     if model["_error"]:
         yield ctx.finding(artifact, "tf-savedmodel-malformed", f"invalid protobuf: {model['_error']['kind']} at "
                           f"offset {model['_error']['offset']}", offset=model["_error"]["offset"])

@@ -6,8 +6,8 @@ import functools
 import os
 from typing import Iterator
 
+from .. import engine
 from ..engine.pure.onnx_schema import SCHEMA
-from ..engine.pure.protobuf import walk
 from ..findings import Finding
 from ..rules import load_data
 from ..sniff import Format
@@ -34,7 +34,7 @@ class OnnxScanner:
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         if artifact.sniffed.format is Format.BINARY and not artifact.name.endswith(".onnx"):
             return
-        model = walk(artifact.buffer(), SCHEMA, "Model")
+        model = engine.protobuf_walk(artifact.buffer(), SCHEMA, "Model")
         if model["_error"]:
             e = model["_error"]
             yield ctx.finding(artifact, "onnx-malformed", f"invalid protobuf: {e['kind']} at offset {e['offset']}; "

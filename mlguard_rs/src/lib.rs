@@ -535,6 +535,80 @@ mod bindings {
     }
     // ------------------------------------------------------------ end of zip kernel bindings ----
 
+    // ------------------------------------------------------------- protobuf walk (protobuf.rs) ----
+
+    fn message_to_py<'py>(py: Python<'py>, m: &crate::protobuf::Message) -> PyResult<Bound<'py, PyDict>> {
+        use crate::protobuf::Value;
+        let out = PyDict::new(py);
+        for (name, value) in &m.fields {
+            match value {
+                Value::Int(v) | Value::Length(v) => out.set_item(name, *v)?,
+                Value::Str(s) => out.set_item(name, s)?,
+                Value::Strs(list) => out.set_item(name, list)?,
+                Value::Msg(inner) => out.set_item(name, message_to_py(py, inner)?)?,
+                Value::Msgs(list) => {
+                    let items = PyList::empty(py);
+                    for inner in list {
+                        items.append(message_to_py(py, inner)?)?;
+                    }
+                    out.set_item(name, items)?
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// protobuf_walk(data, schema, root)
+    ///
+    /// ``schema``: one list per message type of (field number, name, kind, message index) with kind
+    /// 0 int, 1 str, 2 strs, 3 msg, 4 msgs, 5 skip. See ``mlguard.engine.protobuf_walk``, the
+    /// supported entry point. The GIL is released while walking.
+    #[pyfunction]
+    fn protobuf_walk<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        schema: Vec<Vec<(u64, String, u8, usize)>>,
+        root: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        use crate::protobuf::{Field, Kind, Schema};
+        let count = schema.len();
+        let mut compiled = Schema::default();
+        for fields in schema {
+            let mut map = std::collections::HashMap::new();
+            for (number, name, kind, sub) in fields {
+                let kind = match (kind, sub < count) {
+                    (0, _) => Kind::Int,
+                    (1, _) => Kind::Str,
+                    (2, _) => Kind::Strs,
+                    (3, true) => Kind::Msg(sub),
+                    (4, true) => Kind::Msgs(sub),
+                    (5, _) => Kind::Skip,
+                    _ => return Err(PyValueError::new_err(format!("bad schema entry for field {number}"))),
+                };
+                map.insert(number, Field { name, kind });
+            }
+            compiled.messages.push(map);
+        }
+        if root >= count {
+            return Err(PyValueError::new_err("root message index out of range"));
+        }
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let walked = py.detach(|| crate::protobuf::walk(slice, &compiled, root));
+        drop(input);
+        let out = message_to_py(py, &walked.root)?;
+        match walked.error {
+            Some(e) => {
+                let err = PyDict::new(py);
+                err.set_item(intern!(py, "kind"), e.kind)?;
+                err.set_item(intern!(py, "offset"), e.offset)?;
+                out.set_item(intern!(py, "_error"), err)?
+            }
+            None => out.set_item(intern!(py, "_error"), py.None())?,
+        }
+        Ok(out)
+    }
+
     // ------------------------------------------------------------- SHA-256 (hash.rs) ----
 
     /// An `OSError` like the one `open()` raises: `OSError(errno, strerror, filename)`, which
@@ -654,6 +728,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(pickle_facts, m)?)?;
         m.add_function(wrap_pyfunction!(pickle_facts_file, m)?)?;
         m.add_function(wrap_pyfunction!(zip_facts, m)?)?;
+        m.add_function(wrap_pyfunction!(protobuf_walk, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
         m.add_class::<SecretRules>()?;
