@@ -17,10 +17,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mlguard import scan_file
+from mlguard import engine, scan_file
 from mlguard.config import Config
 from mlguard.engine.pure.onnx_schema import SCHEMA
-from mlguard.engine.pure.protobuf import walk
 from mlguard.scan import scan_tree
 
 
@@ -59,7 +58,7 @@ def main() -> None:
             path = os.path.join(folder, "m.onnx")
             with open(path, "wb") as f:
                 f.write(data)
-            walk_s = median(lambda: walk(data, SCHEMA, "Model"))
+            walk_s = median(lambda: engine.protobuf_walk(data, SCHEMA, "Model"))
             scan_s = median(lambda: scan_file(path))
             rows.append(f"| {label} | {len(data) / 1e6:,.1f} MB | {walk_s * 1e3:.2f} ms | "
                         f"{len(data) / walk_s / 1e6:,.0f} MB/s | {scan_s * 1e3:.2f} ms |")
@@ -71,7 +70,7 @@ def main() -> None:
             safetensors_file(path, size)
             rows.append(f"| {size / 2**30:g} GiB | {median(lambda: scan_tree(path, config)) * 1e3:.2f} ms |")
             os.unlink(path)
-    print(f"onnx {onnx.__version__}\n")
+    print(f"onnx {onnx.__version__}, engine {engine.engine_name()}\n")
     print("\n".join(rows))
 
 
