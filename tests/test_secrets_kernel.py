@@ -43,10 +43,11 @@ def test_keyword_at_start_and_end():
     assert found(b"key", rs) == []
 
 
-def test_empty_data_and_no_keyword():
+def test_empty_data_no_keyword_no_rule():
     rs = rules((("token",), r"(?P<secret>\w+)"))
     assert found(b"", rs) == []
     assert found(b"no such word here " * 100, rs) == []
+    assert found(b"token", SecretRuleSet([])) == []
 
 
 def test_huge_data_without_keywords():
@@ -170,7 +171,11 @@ def test_bytes_like_inputs(tmp_path):
     (r"(?P<secret>é)", "non-ASCII"),
     (r"(?P<secret>a", "missing"),
     ("(?:" * 300 + "(?P<secret>a)" + ")" * 300, "native engine"),
-    (r"(?P<secret>\w{1000}){1000}", "native engine"),
+    (r"(?P<secret>(?:\w{1000}){1000})", "native engine"),
+    (r"(?P<secret>a)+", "repeated"),
+    (r"(?:x(?P<secret>a)){2}", "repeated"),
+    (r"(?P<secret>(?:\b|a){1,3})\B", "empty string"),
+    (r"(?P<secret>(?:a|)*b)", "empty string"),
 ])
 def test_unportable_patterns_are_refused_naming_the_rule(pattern, why):
     with pytest.raises(ValueError, match=f"secret rule 'bad-rule'.*{why}"):

@@ -2,9 +2,9 @@
 
 The semantics (keyword hits, windows and their merging, matches, the limit) are defined in the
 module docstring of ``secrets.rs`` and in :func:`mlguard.engine.secret_matches`; this module
-implements them identically. Keyword hits come from one alternation of every distinct keyword,
-longest first (``re`` takes the first alternative that matches, so the longest keyword at the
-leftmost offset), searched again from the next offset after each hit.
+implements them identically. Keyword hits come from ``bytes.find`` of each distinct keyword in
+lowercased chunks of the data (``re`` has no multi-literal search: an alternation of a hundred
+keywords tries each at every offset).
 
 :func:`check_pattern` admits only the regex syntax that Python ``re`` on bytes and Rust
 ``regex::bytes`` (Unicode off) read the same way. Use this module through :mod:`mlguard.engine`.
@@ -15,6 +15,11 @@ import math
 import re
 import warnings
 from collections import Counter
+
+try:
+    from re import _parser as _sre_parse     # Python >= 3.11
+except ImportError:                          # pragma: no cover - Python 3.9, 3.10
+    import sre_parse as _sre_parse
 
 _ESCAPES = frozenset("afnrtvdDsSwW")    # letters both engines read alike, in and out of classes
 _ASSERTIONS = frozenset("bBA")           # outside classes only
@@ -70,16 +75,19 @@ def check_pattern(pattern: str) -> None:
     ``(?m)`` (Python's plain ``$`` also matches before a final newline), groups ``(...)``,
     ``(?:...)``, ``(?P<name>...)``, flags ``i m s`` as ``(?ims)`` at the start or
     ``(?ims-ims:...)``, alternation, and the quantifiers ``* + ? {n} {n,} {n,m}``, each
-    optionally lazy (``?``). Literal ``{`` must be escaped. Not allowed: lookaround,
-    backreferences, atomic groups, possessive or stacked quantifiers, conditionals, comments,
-    verbose mode, Unicode classes. Python ``re`` may backtrack: write quantifiers with bounds and
+    optionally lazy (``?``). Literal ``{`` must be escaped. The ``secret`` group (and any group
+    around it) may be optional but not repeated: the engines disagree on which iteration a
+    repeated group reports; for the same reason (checked by :func:`compile_pattern`) nothing
+    repeated more than once may match the empty string. Not allowed: lookaround, backreferences, atomic groups, possessive or
+    stacked quantifiers, conditionals, comments, verbose mode, Unicode classes. Python ``re`` may backtrack: write quantifiers with bounds and
     never nest them (``(\\w+)+``), so that the work per window stays small.
     """
     if not pattern.isascii():
         raise ValueError("non-ASCII character in the pattern (write such bytes as \\xHH)")
-    i, multiline, quantified = 0, False, 0    # quantified: 0 no, 1 after a quantifier, 2 lazy
+    i, multiline, quantified, repeatable = 0, False, 0, True   # quantified: 1 after one, 2 lazy
+    groups = []     # per open group: whether it holds the `secret` group
     while i < len(pattern):
-        c, now = pattern[i], 0
+        c, now, closed = pattern[i], 0, False
         if c == "\\":
             i = _escape(pattern, i, in_class=False)
         elif c == "[":
@@ -87,6 +95,7 @@ def check_pattern(pattern: str) -> None:
         elif pattern.startswith("(?", i):
             flags = _FLAGS.match(pattern, i)
             if pattern.startswith("(?P<", i):
+                groups.append(pattern.startswith("(?P<secret>", i))
                 i += 4
             elif flags is None:
                 raise ValueError(f"unsupported group {pattern[i:i + 4]!r}: no lookaround, "
@@ -95,25 +104,37 @@ def check_pattern(pattern: str) -> None:
                 on, off, end = flags.group(1), flags.group(2) or "", flags.group(3)
                 if set(on + off) - set("ims"):
                     raise ValueError(f"unsupported flags {flags.group(0)!r}: only i, m, s (offset {i})")
-                if end == ")":
+                if end == ":":
+                    groups.append(False)
+                else:
                     multiline = ("m" in on or multiline) and "m" not in off
                 i = flags.end()
+        elif c == "(":
+            groups.append(False)
+            i += 1
+        elif c == ")":
+            closed = bool(groups) and groups.pop()
+            if closed and groups:
+                groups[-1] = True
+            i += 1
         elif c == "{":
             counted = _COUNTED.match(pattern, i)
             if counted is None:
                 raise ValueError(f"a literal {{ must be escaped as \\{{ (offset {i})")
-            if quantified:
-                raise ValueError(f"stacked quantifier (offset {i})")
+            if quantified or not repeatable:
+                raise ValueError(f"stacked quantifier, or the `secret` group repeated (offset {i})")
             i, now = counted.end(), 1
         elif c in "*+?":
             if quantified == 2 or (quantified == 1 and c != "?"):
                 raise ValueError(f"possessive or stacked quantifier (offset {i})")
+            if not repeatable and c != "?":
+                raise ValueError(f"the `secret` group may be optional (`?`), not repeated (offset {i})")
             i, now = i + 1, 2 if quantified else 1
         elif c == "$" and not multiline:
             raise ValueError(f"`$` needs a global (?m) flag (offset {i})")
         else:
             i += 1
-        quantified = now
+        quantified, repeatable = now, not closed
 
 
 def compile_pattern(pattern: str) -> re.Pattern:
@@ -128,11 +149,29 @@ def compile_pattern(pattern: str) -> re.Pattern:
         raise ValueError(f"Python re: {exc}") from None
     if "secret" not in regex.groupindex:
         raise ValueError("the pattern has no group named `secret`")
+    if _repeats_empty(_sre_parse.parse(pattern.encode("ascii"))):
+        raise ValueError("a group repeated more than once can match the empty string (the engines "
+                         "treat its empty iterations differently)")
     return regex
 
 
+def _repeats_empty(parsed) -> bool:
+    """Whether a parsed pattern (``re``'s parse tree) repeats, up to more than once, something
+    that can match the empty string: ``(?:a|)*``, ``(?:\\b|a){1,3}``, ``(a*)+``."""
+    for op, av in parsed:
+        if (op in (_sre_parse.MAX_REPEAT, _sre_parse.MIN_REPEAT) and av[1] > 1
+                and av[2].getwidth()[0] == 0):
+            return True
+        for part in av if isinstance(av, (tuple, list)) else ():
+            for sub in part if isinstance(part, list) else [part]:
+                if isinstance(sub, _sre_parse.SubPattern) and _repeats_empty(sub):
+                    return True
+    return False
+
+
 class Compiled:
-    """The pure engine's form of a rule set: the rules' regexes and the keyword alternation."""
+    """The pure engine's form of a rule set: the rules' regexes, windows and entropies, and the
+    distinct keywords with the rules each one serves."""
 
     def __init__(self, rules) -> None:
         """``rules``: (keywords, pattern, window, min_entropy) per rule, keywords non-empty ASCII.
@@ -145,12 +184,12 @@ class Compiled:
                 self.regexes.append(compile_pattern(pattern))
             except ValueError as exc:
                 raise ValueError(i, str(exc)) from None
-        distinct = sorted({k.lower().encode("ascii") for keywords, _, _, _ in rules for k in keywords},
-                          key=lambda k: (-len(k), k))
-        self.keywords = re.compile(b"|".join(b"(" + re.escape(k) + b")" for k in distinct), re.IGNORECASE)
-        # per keyword (by alternation group - 1): (rule, its longest keyword that is a prefix)
+        # distinct lowercased keywords, longest first; per keyword: (rule, the rule's longest keyword
+        # that is a prefix of it)
+        self.keywords = sorted({k.lower().encode("ascii") for keywords, _, _, _ in rules for k in keywords},
+                               key=lambda k: (-len(k), k))
         self.owners = []
-        for k in distinct:
+        for k in self.keywords:
             owners = []
             for r, (keywords, _, _, _) in enumerate(rules):
                 lengths = [len(kw) for kw in keywords if k.startswith(kw.lower().encode("ascii"))]
@@ -171,16 +210,14 @@ def entropy(secret) -> float:
 
 def find(data, compiled: Compiled, max_matches: int) -> list:
     """The matches of every rule in ``data`` (C-contiguous bytes-like), as ``secrets.rs``."""
-    if max_matches <= 0:
+    if max_matches <= 0 or not compiled.keywords:
         return []
     found = []
     with memoryview(data) as raw, raw.cast("B") as view:
         n = len(view)
         pending = [None] * len(compiled.regexes)
-        pos = 0
-        while (hit := compiled.keywords.search(view, pos)) is not None:
-            s = hit.start()
-            for r, length in compiled.owners[hit.lastindex - 1]:
+        for s, keyword in _hits(view, compiled.keywords):
+            for r, length in compiled.owners[keyword]:
                 window = compiled.windows[r]
                 a, b = max(0, s - window), min(n, s + length + window)
                 if pending[r] is not None and a <= pending[r][1]:
@@ -189,14 +226,34 @@ def find(data, compiled: Compiled, max_matches: int) -> list:
                     if pending[r] is not None:
                         _search(view, compiled, r, *pending[r], found, max_matches)
                     pending[r] = (a, b)
-            pos = s + 1
-        hit = None
         for r, span in enumerate(pending):
             if span is not None:
                 _search(view, compiled, r, *span, found, max_matches)
     _trim(found, max_matches)
     return [{"rule": r, "start": start, "end": end, "secret_start": ss, "secret_end": se, "entropy": h}
             for start, r, end, ss, se, h in found]
+
+
+_CHUNK = 1 << 20
+
+
+def _hits(view, keywords: list):
+    """(offset, index of the longest keyword starting there) for every offset where one of
+    ``keywords`` (lowercase, longest first) starts, ASCII case-insensitively, by increasing offset.
+    The data is lowercased a chunk at a time (plus the longest keyword's length), so memory stays
+    bounded by the chunk, whatever the data's size or number of hits."""
+    n, longest = len(view), len(keywords[0])
+    for c0 in range(0, n, _CHUNK):
+        limit = min(n - c0, _CHUNK)
+        text = bytes(view[c0:c0 + limit + longest - 1]).lower()
+        first = {}
+        for i, keyword in enumerate(keywords):
+            p = text.find(keyword)
+            while 0 <= p < limit:
+                first.setdefault(p, i)
+                p = text.find(keyword, p + 1)
+        for p in sorted(first):
+            yield c0 + p, first[p]
 
 
 def _search(view, compiled: Compiled, r: int, ws: int, we: int, found: list, max_matches: int) -> None:
