@@ -283,10 +283,13 @@ def best_of(fn, runs: int) -> float:
 
 
 def scan_all(blobs, ruleset, eng: str, jobs: int = 1) -> list:
+    """The matches of each blob; with jobs > 1, thread k scans blobs k, k + jobs, ... (in any order)."""
+    def part(k: int) -> list:
+        return [secret_matches(b, ruleset, engine=eng) for b in blobs[k::jobs]]
     if jobs == 1:
-        return [secret_matches(b, ruleset, engine=eng) for b in blobs]
+        return part(0)
     with ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(lambda b: secret_matches(b, ruleset, engine=eng), blobs))
+        return [m for matches in pool.map(part, range(jobs)) for m in matches]
 
 
 def detect_secrets(venv: Path, folder: Path, cores: int, runs: int) -> tuple[float, int]:
