@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from .findings import Severity
 from .policy import MODES, Policy
 from .rules import catalog
@@ -53,6 +51,7 @@ class Config:
             raise ConfigError(f"{path}: cannot read configuration: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: configuration is not UTF-8 text") from None
+        import yaml  # noqa: PLC0415 - only when there is a file to read
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

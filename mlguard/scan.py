@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from . import engine
@@ -58,14 +57,23 @@ def scan_tree(path: str | os.PathLike, config: Config | None = None, *, jobs: in
         file_ctx = _context(config.policy)
         return _scan_entry(entry, file_ctx), file_ctx.errors
 
-    workers = jobs or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for file_findings, file_errors in pool.map(one, entries):
+    workers = min(jobs or min(8, os.cpu_count() or 1), len(entries))
+    if workers <= 1:  # one file (or one worker): no thread pool to start
+        results = map(one, entries)
+    else:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - not needed for one file
+        pool = ThreadPoolExecutor(max_workers=workers)
+        results = pool.map(one, entries)
+    try:
+        for file_findings, file_errors in results:
             findings.extend(file_findings)
             errors.extend(file_errors)
             done += 1
             if progress:
                 progress(done, len(entries))
+    finally:
+        if workers > 1:
+            pool.shutdown()
     return _result(root, findings, len(entries), errors, start)
 
 

@@ -64,3 +64,35 @@ def test_prior_art_rule_ids_we_implement_are_accepted(shared_dir):
                     "pickle-stack-global-opaque", "pickle-parse-error", "pickle-too-many-opcodes", "pickle-bad-zip"):
         assert rule_id in catalog(), rule_id
     assert set(missing) <= {"pickle-deprecated-opcode"}
+
+
+def test_data_cache_follows_the_yaml(tmp_path, monkeypatch):
+    import json
+    import yaml
+    from mlguard import rules as rules_pkg
+    monkeypatch.setattr(rules_pkg, "_CACHE", str(tmp_path / "cache"))
+    expected = yaml.safe_load((Path(rules_pkg.__file__).parent / "onnx_ops.yaml").read_text(encoding="utf-8"))
+    assert rules_pkg.load_data("onnx_ops.yaml") == expected          # miss: parsed, then cached
+    cached = tmp_path / "cache" / "onnx_ops.yaml.json"
+    entry = json.loads(cached.read_text(encoding="utf-8"))
+    assert entry["data"] == expected
+    entry["data"] = {"marker": True}                                  # a hit returns the cache
+    cached.write_text(json.dumps(entry), encoding="utf-8")
+    assert rules_pkg.load_data("onnx_ops.yaml") == {"marker": True}
+    entry["sha256"] = "0" * 64                                        # stale: ignored and rewritten
+    cached.write_text(json.dumps(entry), encoding="utf-8")
+    assert rules_pkg.load_data("onnx_ops.yaml") == expected
+    cached.write_text("{not json", encoding="utf-8")                  # corrupt: ignored
+    assert rules_pkg.load_data("onnx_ops.yaml") == expected
+    assert json.loads(cached.read_text(encoding="utf-8"))["data"] == expected
+
+
+def test_data_cache_is_optional(tmp_path, monkeypatch):
+    import yaml
+    from mlguard import rules as rules_pkg
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(rules_pkg, "_CACHE", str(blocker / "cache"))   # cannot be created
+    expected = yaml.safe_load((Path(rules_pkg.__file__).parent / "onnx_ops.yaml").read_text(encoding="utf-8"))
+    assert rules_pkg.load_data("onnx_ops.yaml") == expected
+    assert list(tmp_path.iterdir()) == [blocker]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Iterator
 
-import yaml
-
 from ..findings import Severity
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CACHE = os.path.join(_HERE, "__pycache__")
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,46 @@ class Catalog:
         return sorted({r.scanner for r in self._rules.values()})
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: parsing is 10x faster
-
-
 def load_data(filename: str) -> Any:
-    """Parse one YAML data file of this package."""
-    text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
-    return yaml.load(text, Loader=_LOADER)
+    """Parse one YAML data file of this package.
+
+    Parsing YAML (and importing PyYAML) dominates a short scan's start-up, so the parsed data is also kept
+    as JSON in this folder's ``__pycache__``, next to the bytecode, under the YAML's SHA-256: a cache that
+    does not match the YAML byte for byte is ignored and rewritten, and one that cannot be written is skipped.
+    """
+    with open(os.path.join(_HERE, filename), "rb") as f:
+        raw = f.read()
+    digest = hashlib.sha256(raw).hexdigest()
+    cached = os.path.join(_CACHE, f"{filename}.json")
+    try:
+        with open(cached, encoding="utf-8") as f:
+            entry = json.load(f)
+        if entry["sha256"] == digest:
+            return entry["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    import yaml  # noqa: PLC0415 - only when the cache misses
+    data = yaml.load(raw.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    _store(cached, digest, data)
+    return data
+
+
+def _store(path: str, digest: str, data: Any) -> None:
+    """Write the JSON cache of ``data`` atomically, if JSON holds it exactly and the folder is writable."""
+    text = json.dumps({"sha256": digest, "data": data})
+    if json.loads(text)["data"] != data:   # YAML-only types (dates, int keys, ...): no cache
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(_CACHE, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 _REQUIRED = ("id", "scanner", "severity", "title", "description", "remediation")

@@ -77,7 +77,7 @@ def check_pattern(pattern: str) -> None:
     ``(?ims-ims:...)``, alternation, and the quantifiers ``* + ? {n} {n,} {n,m}``, each
     optionally lazy (``?``). Literal ``{`` must be escaped. The ``secret`` group (and any group
     around it) may be optional but not repeated: the engines disagree on which iteration a
-    repeated group reports; for the same reason (checked by :func:`compile_pattern`) nothing
+    repeated group reports; for the same reason (checked by :func:`validate_pattern`) nothing
     repeated more than once may match the empty string. Not allowed: lookaround, backreferences, atomic groups, possessive or
     stacked quantifiers, conditionals, comments, verbose mode, Unicode classes. Python ``re`` may backtrack: write quantifiers with bounds and
     never nest them (``(\\w+)+``), so that the work per window stays small.
@@ -137,22 +137,22 @@ def check_pattern(pattern: str) -> None:
         quantified, repeatable = now, not closed
 
 
-def compile_pattern(pattern: str) -> re.Pattern:
-    """``pattern`` compiled by ``re`` for bytes; ValueError unless :func:`check_pattern` admits
-    it, it compiles without warnings and it has a group named ``secret``."""
+def validate_pattern(pattern: str) -> None:
+    """ValueError unless :func:`check_pattern` admits ``pattern``, ``re`` parses it for bytes
+    without warnings and it has a group named ``secret``. (Parsing finds every error ``re`` can
+    raise for the subset; the compiled form is built on first use, see :class:`Compiled`.)"""
     check_pattern(pattern)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")     # FutureWarning: syntax whose meaning may change
-            regex = re.compile(pattern.encode("ascii"))
+            parsed = _sre_parse.parse(pattern.encode("ascii"))
     except (re.error, Warning) as exc:
         raise ValueError(f"Python re: {exc}") from None
-    if "secret" not in regex.groupindex:
+    if "secret" not in parsed.state.groupdict:
         raise ValueError("the pattern has no group named `secret`")
-    if _repeats_empty(_sre_parse.parse(pattern.encode("ascii"))):
+    if _repeats_empty(parsed):
         raise ValueError("a group repeated more than once can match the empty string (the engines "
                          "treat its empty iterations differently)")
-    return regex
 
 
 def _repeats_empty(parsed) -> bool:
@@ -175,15 +175,17 @@ class Compiled:
 
     def __init__(self, rules) -> None:
         """``rules``: (keywords, pattern, window, min_entropy) per rule, keywords non-empty ASCII.
-        Raises ``ValueError(rule index, message)`` for a pattern :func:`compile_pattern` refuses."""
-        self.regexes = []
+        Raises ``ValueError(rule index, message)`` for a pattern :func:`validate_pattern` refuses.
+        Each regex is compiled when a window first needs it (most rule sets run on the native engine)."""
+        self.regexes: list = [None] * len(rules)
         self.windows = [window for _, _, window, _ in rules]
         self.min_entropy = [min_entropy for _, _, _, min_entropy in rules]
         for i, (_, pattern, _, _) in enumerate(rules):
             try:
-                self.regexes.append(compile_pattern(pattern))
+                validate_pattern(pattern)
             except ValueError as exc:
                 raise ValueError(i, str(exc)) from None
+        self.patterns = [pattern.encode("ascii") for _, pattern, _, _ in rules]
         # distinct lowercased keywords, longest first; per keyword: (rule, the rule's longest keyword
         # that is a prefix of it)
         self.keywords = sorted({k.lower().encode("ascii") for keywords, _, _, _ in rules for k in keywords},
@@ -259,6 +261,8 @@ def _hits(view, keywords: list):
 def _search(view, compiled: Compiled, r: int, ws: int, we: int, found: list, max_matches: int) -> None:
     """Search rule ``r``'s regex in the window ``[ws, we)``; append what it reports to ``found``."""
     regex, min_entropy = compiled.regexes[r], compiled.min_entropy[r]
+    if regex is None:   # validated at construction; compiling twice in a race is harmless
+        regex = compiled.regexes[r] = re.compile(compiled.patterns[r])
     pos = ws
     while pos < we and (m := regex.search(view, pos, we)) is not None:
         start, end = m.span()
