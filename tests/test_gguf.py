@@ -40,6 +40,28 @@ def test_a_real_file_raises_nothing(tmp_path):
     assert rules(write(tmp_path / "m.gguf")) == {}
 
 
+def test_quantised_and_oddly_aligned_files_raise_nothing(tmp_path):
+    w = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "llama")
+    w.add_custom_alignment(64)
+    w.add_tensor("q8", np.zeros((2, 34), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("q4k", np.zeros((1, 144), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+    w.add_tensor("odd", np.ones(3, dtype=np.float32))
+    w.add_tensor("bf16", np.zeros((5, 7), dtype=np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert rules(tmp_path / "q.gguf") == {}
+    reader = gguf.GGUFReader(str(tmp_path / "q.gguf"))   # the library reads back what the layout check accepted
+    assert [t.name for t in reader.tensors] == ["q8", "q4k", "odd", "bf16"]
+
+
+def test_ggml_block_table_matches_the_gguf_library():
+    from gguf.constants import GGML_QUANT_SIZES
+    from mlguard.scanners.gguf import GGML_BLOCKS
+    assert GGML_BLOCKS == {int(t): size for t, size in GGML_QUANT_SIZES.items()}
+
+
 def test_a_template_reaching_python_internals_is_critical(tmp_path):
     found = scan_file(write(tmp_path / "m.gguf", SSTI)).findings
     [f] = found
@@ -68,6 +90,12 @@ def craft(kvs: list[bytes], tensors: list[bytes] = (), version: int = 3, n_kv=No
     return head + b"".join(kvs) + b"".join(tensors) + b"\0" * 64
 
 
+def crafted(tensors: list[bytes], data: bytes, kvs: list[bytes] = ()) -> bytes:
+    """A whole file: header, padding to the 32-byte alignment, then ``data``."""
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + b"".join(tensors)
+    return head + b"\0" * (-len(head) % 32) + data
+
+
 def tensor(name: str, dims=(4,), ggml_type=0, offset=0) -> bytes:
     return _string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) + \
         struct.pack("<IQ", ggml_type, offset)
@@ -81,6 +109,15 @@ def tensor(name: str, dims=(4,), ggml_type=0, offset=0) -> bytes:
     (craft([], [tensor("t", dims=(1, 2, 3, 4, 5))]), "gguf-malformed", "high"),
     (craft([], [tensor("t", ggml_type=200)]), "gguf-malformed", "high"),
     (craft([], [tensor("t", offset=3)]), "gguf-malformed", "high"),
+    (crafted([tensor("t", dims=(31,), ggml_type=2)], b"\0" * 18), "gguf-malformed", "high"),   # Q4_0 block 32
+    (crafted([tensor("t", dims=(2**32, 2**32))], b"\0" * 64), "gguf-malformed", "high"),
+    (crafted([tensor("a"), tensor("b", offset=64)], b"\0" * 96), "gguf-malformed", "high"),    # gap of 32
+    (crafted([tensor("a"), tensor("b", offset=0)], b"\0" * 32), "gguf-malformed", "high"),     # overlap
+    (crafted([tensor("t", dims=(64,))], b"\0" * 100), "gguf-malformed", "high"),               # 256 needed
+    (crafted([tensor("t")], b"\0" * 32 + b"hidden"), "gguf-hidden-data", "high"),
+    (crafted([tensor("t")], b"\0" * 32 + b"MZ\x90\0" + b"\0" * 60), "gguf-executable-trailing", "critical"),
+    (crafted([tensor("t")], b"\0" * 32 + b"\x80\x04\x95" + b"\0" * 8 + b"cos\nsystem\n."),
+     "gguf-executable-trailing", "critical"),
     (craft([_kv_string("general.name", "a"), _kv_string("general.name", "b")]), "gguf-duplicate-key", "high"),
     (craft([], [tensor("t"), tensor("t", offset=32)]), "gguf-duplicate-tensor", "high"),
     (b"GGUF" + struct.pack("<III", 1, 0, 0) + b"\0" * 8, "gguf-old-version", "low"),
