@@ -150,3 +150,29 @@ def test_native_and_pure_walks_agree(tmp_path):
     for data in inputs:
         assert engine.protobuf_walk(data, SCHEMA, "Model", engine="native") == \
             engine.protobuf_walk(data, SCHEMA, "Model", engine="python"), data[:40]
+
+
+def test_a_file_over_the_protobuf_limit(tmp_path):
+    """A sparse file: a real model, then a second `graph` field (protobuf merges it into the first) holding an
+    initializer whose raw_data is 2 GiB of zeros (skipped by length, never read)."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while n >= 0x80:
+            out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+        return out + bytes([n])
+
+    def field(number: int, length: int) -> bytes:   # the tag and length of a length-delimited field
+        return varint(number << 3 | 2) + varint(length)
+
+    raw = 2 << 30
+    tensor = numpy_helper.from_array(np.zeros(0, np.float32), "w").SerializeToString()
+    tensor_len = len(tensor) + len(field(9, raw)) + raw
+    graph_len = len(field(5, tensor_len)) + tensor_len
+    path = tmp_path / "big.onnx"
+    with open(path, "wb") as f:
+        f.write(model().SerializeToString() + field(7, graph_len) + field(5, tensor_len) + tensor + field(9, raw))
+        f.seek(raw - 1, os.SEEK_CUR)
+        f.write(b"\0")
+    assert path.stat().st_size > (2 << 30)
+    found = {f.rule_id: f.severity for f in scan_file(path).findings}
+    assert found == {"onnx-too-large": Severity.LOW}

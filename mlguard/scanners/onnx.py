@@ -18,6 +18,8 @@ STANDARD_ALIASES = {"": "ai.onnx"}
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 NATIVE_SUFFIXES = (".so", ".dll", ".dylib")
 MAX_NODES = 1_000_000
+PROTOBUF_LIMIT = (2 << 30) - 1
+"""protobuf's hard limit on a serialized message: ONNX files larger than this cannot be loaded whole."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,6 +51,10 @@ class OnnxScanner:
         if len(nodes) > MAX_NODES:
             yield ctx.finding(artifact, "onnx-too-many-nodes", f"{len(nodes):,} nodes; only {MAX_NODES:,} checked")
             nodes = nodes[:MAX_NODES]
+        if artifact.size > PROTOBUF_LIMIT:
+            yield ctx.finding(artifact, "onnx-too-large", f"{artifact.size:,} bytes, over protobuf's 2 GiB message "
+                              "limit: onnx.load and ONNX Runtime refuse the file (it was scanned all the same)",
+                              evidence={"size": artifact.size})
         yield from _versions(artifact, ctx, model)
         yield from _operators(artifact, ctx, model, nodes, functions)
         yield from _external(artifact, ctx, graphs)
