@@ -37,6 +37,19 @@ def test_lambda_layers_in_keras_and_hdf5(tmp_path):
     assert rules(tmp_path / "legacy.h5") == {"keras-lambda-layer": Severity.HIGH}
 
 
+def test_keras_saves_legacy_h5(tmp_path):
+    """``model.save("m.h5")``: Keras's own legacy HDF5 writer, compiled (so a training_config is written too)."""
+    pytest.importorskip("h5py")
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    plain.compile(loss="mse", optimizer="adam", metrics=["mae"])
+    plain.save(tmp_path / "plain.h5")
+    assert rules(tmp_path / "plain.h5") == {}
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Lambda(lambda x: x * 2)])
+    model.compile(loss="mse", optimizer="adam")
+    model.save(tmp_path / "m.h5")
+    assert rules(tmp_path / "m.h5") == {"keras-lambda-layer": Severity.HIGH}
+
+
 def _keras_zip(path, config: dict) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.8.0"}))

@@ -1,5 +1,5 @@
 """Keras models: the architecture config (``config.json`` of a ``.keras`` zip, or the ``model_config`` JSON of a
-legacy HDF5 file) names Python objects that loading imports and calls.
+legacy HDF5 file, with its ``training_config``) names Python objects that loading imports and calls.
 
 - ``Lambda`` layers carry marshalled Python bytecode that legacy loaders (and ``safe_mode=False``) run;
 - any object serialised with a ``module`` outside Keras/TensorFlow is imported from that module on load, and
@@ -15,6 +15,7 @@ from typing import Iterator
 from .. import engine
 from ..findings import Finding, Severity
 from ..sniff import Format
+from ._hdf5 import root_attributes
 from .interface import Artifact, Option, ScanContext
 from .pickle import GlobalPolicy
 
@@ -26,8 +27,9 @@ DANGEROUS_TF_OPS = {"PyFunc": "runs Python", "PyFuncStateless": "runs Python", "
                     "ReadFile": "reads files", "WriteFile": "writes files", "MatchingFiles": "lists files",
                     "DeleteFile": "deletes files", "ImmutableConst": "maps a file into memory"}
 """TensorFlow ops a model has no business running (checkpoint Save/Restore ops are normal and not listed)."""
-_START = b'{"class_name"'
-_START_V3 = b'{"module": "keras'
+HDF5_CONFIGS = ("model_config", "training_config")
+"""Root attributes of a legacy HDF5 model that loading decodes as JSON: the architecture, and the compile
+arguments (loss, metrics, optimizer), which name objects the same way."""
 
 
 class KerasScanner:
@@ -53,9 +55,7 @@ class KerasScanner:
             if isinstance(config, dict) and "class_name" in config and isinstance(config.get("config"), dict):
                 yield from _walk(artifact, ctx, config)
             return
-        config = _hdf5_config(buf)
-        if config is not None:
-            yield from _walk(artifact, ctx, config)
+        yield from _hdf5(artifact, ctx, buf)
 
 
 def _saved_model(artifact: Artifact, ctx: ScanContext, buf) -> Iterator:
@@ -79,24 +79,25 @@ def _saved_model(artifact: Artifact, ctx: ScanContext, buf) -> Iterator:
                                       severity=Severity.CRITICAL if "Python" in DANGEROUS_TF_OPS[op] else None)
 
 
-def _hdf5_config(buf) -> dict | None:
-    """The ``model_config`` JSON stored as an attribute string in a legacy HDF5 Keras file, found by its start."""
-    data = bytes(buf[:256 << 20])
-    for start in (_START, _START_V3):
-        at = data.find(start)
-        if at >= 0:
-            try:
-                config, _ = json.JSONDecoder().raw_decode(data[at:at + MAX_CONFIG].decode("utf-8", "replace"))
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(config, dict):
-                return config
-    return None
+def _hdf5(artifact: Artifact, ctx: ScanContext, buf) -> Iterator:
+    """The JSON configs a legacy HDF5 model keeps as root group attributes, read as the HDF5 library reads them."""
+    attributes = root_attributes(buf, HDF5_CONFIGS)
+    for name, value in attributes.values:
+        try:
+            config = json.loads(value)
+        except (ValueError, RecursionError):
+            continue  # Keras cannot load it either
+        if isinstance(config, dict):
+            yield from _walk(artifact, ctx, config, name)
+    if attributes.error:
+        yield ctx.finding(artifact, "keras-hdf5-unparsed", f"HDF5 root attributes unreadable: {attributes.error} "
+                          f"at offset {attributes.offset}", offset=attributes.offset,
+                          evidence={"reason": attributes.error})
 
 
-def _walk(artifact: Artifact, ctx: ScanContext, config: dict) -> Iterator:
+def _walk(artifact: Artifact, ctx: ScanContext, config: dict, root: str = "config") -> Iterator:
     policy = GlobalPolicy.default()
-    stack, seen = [(config, "config")], 0
+    stack, seen = [(config, root)], 0
     while stack and seen < MAX_NODES:
         node, where = stack.pop()
         seen += 1
