@@ -8,11 +8,6 @@ pub mod protobuf;
 pub mod secrets;
 pub mod zip;
 
-/// mimalloc for every allocation the kernels make inside Python (see Cargo.toml).
-#[cfg(feature = "python")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[cfg(feature = "python")]
 mod bindings {
     use crate::pickle::{self, ArgValue, Facts, Text};
