@@ -15,7 +15,9 @@
 //! size, and the work is bounded by `max_members` entries and `max_name_bytes` bytes of names.
 
 use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 pub const SIG_LOCAL: &[u8; 4] = b"PK\x03\x04";
 pub const SIG_CENTRAL: &[u8; 4] = b"PK\x01\x02";
@@ -282,17 +284,10 @@ fn zip64_extra(extra: &[u8], values: &mut [u64], errors: &mut Vec<&'static str>,
     false
 }
 
-fn ascii_lower(raw: &[u8]) -> Cow<'_, [u8]> {
-    if raw.iter().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(raw.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(raw)
-    }
-}
-
-/// One central-directory entry while facts are gathered (compact: archives may hold 100k).
-struct Entry<'a> {
-    raw: &'a [u8],
+/// One central-directory entry while facts are gathered (compact: archives may hold 100k). Its
+/// name is a span of the data, so that the vector can be kept between analyses (see [`Scratch`]).
+struct Entry {
+    name: (usize, usize),
     offset: i128,
     csize: u64,
     usize_: u64,
@@ -305,25 +300,178 @@ struct Entry<'a> {
     skimmed: bool,
 }
 
-/// Group id of each key, size of each group, and the key -> group map.
-type Groups<'k> = (Vec<u32>, Vec<u32>, HashMap<Cow<'k, [u8]>, u32>);
-
-/// Group ids for keys: `ids[i]` is the group of item `i`, `sizes[g]` how many items it holds.
-/// One hash per key (std's SipHash, randomly keyed: crafted names cannot force collisions).
-fn groups<'k, I: Iterator<Item = Cow<'k, [u8]>>>(keys: I, n: usize) -> Groups<'k> {
-    let mut map: HashMap<Cow<'k, [u8]>, u32> = HashMap::with_capacity(n);
-    let mut ids = Vec::with_capacity(n);
-    let mut sizes: Vec<u32> = Vec::new();
-    for k in keys {
-        let next = sizes.len() as u32;
-        let g = *map.entry(k).or_insert(next);
-        if g == next {
-            sizes.push(0);
-        }
-        sizes[g as usize] += 1;
-        ids.push(g);
+impl Entry {
+    fn raw<'a>(&self, d: &'a [u8]) -> &'a [u8] {
+        &d[self.name.0..self.name.1]
     }
-    (ids, sizes, map)
+}
+
+/// A hasher that passes a `u64` through: the keys of [`Names::table`] are already keyed hashes.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Groups of equal entry names, exactly or up to ASCII case (torch's miniz lookup ignores it).
+///
+/// One hash per name with std's SipHash under a random key (crafted names cannot force
+/// collisions); names whose hashes are equal are compared, and groups sharing a hash are
+/// chained, so a collision costs time, never a wrong group. Every buffer is kept in [`Scratch`].
+#[derive(Default)]
+struct Names {
+    fold: bool,
+    /// Hash -> first group of its chain.
+    table: HashMap<u64, u32, BuildHasherDefault<Identity>>,
+    /// Per group: the entry whose name it is, the next group with the same hash, its size.
+    first: Vec<u32>,
+    next: Vec<u32>,
+    sizes: Vec<u32>,
+    /// Group of each entry, in entry order.
+    ids: Vec<u32>,
+    /// Lowercased copy of the name being hashed (`fold`).
+    low: Vec<u8>,
+}
+
+impl Names {
+    fn hash(&mut self, seed: &RandomState, raw: &[u8]) -> u64 {
+        if self.fold && raw.iter().any(u8::is_ascii_uppercase) {
+            self.low.clear();
+            self.low.extend(raw.iter().map(u8::to_ascii_lowercase));
+            seed.hash_one(&self.low[..])
+        } else {
+            seed.hash_one(raw)
+        }
+    }
+
+    fn same(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.fold {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    }
+
+    /// The group of `raw` (an entry's name or another key), or None.
+    fn find(&mut self, seed: &RandomState, d: &[u8], entries: &[Entry], raw: &[u8]) -> Option<u32> {
+        let h = self.hash(seed, raw);
+        let mut g = *self.table.get(&h)?;
+        while g != NONE {
+            if self.same(entries[self.first[g as usize] as usize].raw(d), raw) {
+                return Some(g);
+            }
+            g = self.next[g as usize];
+        }
+        None
+    }
+
+    /// Group every entry (`ids`, `sizes`).
+    fn build(&mut self, fold: bool, seed: &RandomState, d: &[u8], entries: &[Entry]) {
+        self.fold = fold;
+        self.ids.reserve(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let raw = e.raw(d);
+            let h = self.hash(seed, raw);
+            let mut g = *self.table.entry(h).or_insert(NONE);
+            let mut last = NONE;
+            while g != NONE && !self.same(entries[self.first[g as usize] as usize].raw(d), raw) {
+                last = g;
+                g = self.next[g as usize];
+            }
+            if g == NONE {
+                g = self.first.len() as u32;
+                self.first.push(i as u32);
+                self.next.push(NONE);
+                self.sizes.push(0);
+                if last == NONE {
+                    self.table.insert(h, g);
+                } else {
+                    self.next[last as usize] = g;
+                }
+            }
+            self.sizes[g as usize] += 1;
+            self.ids.push(g);
+        }
+    }
+
+    fn duplicated(&self, i: usize) -> bool {
+        self.sizes[self.ids[i] as usize] > 1
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+        self.first.clear();
+        self.next.clear();
+        self.sizes.clear();
+        self.ids.clear();
+    }
+}
+
+/// The per-entry working buffers of [`analyze`], kept by each thread between two analyses: a
+/// directory of thousands of members otherwise costs a page fault per 4 KiB of fresh buffers on
+/// every call, about as long as the analysis itself. Handed out empty, so results never depend
+/// on them; a buffer above [`SCRATCH_KEEP`] bytes is freed instead of kept.
+#[derive(Default)]
+struct Scratch {
+    entries: Vec<Entry>,
+    exact: Names,
+    folded: Names,
+    order: Vec<u32>,
+    member_of: Vec<u32>,
+    spans: Vec<(i128, u32, i128, u32)>,
+}
+
+/// Largest buffer (bytes of capacity) a thread keeps for the next analysis.
+const SCRATCH_KEEP: usize = 4 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+impl Scratch {
+    /// This thread's kept buffers (empty), or new ones.
+    fn take() -> Scratch {
+        SCRATCH.try_with(|c| c.take()).ok().flatten().map(|b| *b).unwrap_or_default()
+    }
+
+    /// Keep the buffers for the next analysis (emptied; too large ones freed).
+    fn give_back(mut self) {
+        fn keep<T>(v: &mut Vec<T>) {
+            v.clear();
+            if v.capacity().saturating_mul(std::mem::size_of::<T>()) > SCRATCH_KEEP {
+                *v = Vec::new();
+            }
+        }
+        keep(&mut self.entries);
+        keep(&mut self.order);
+        keep(&mut self.member_of);
+        keep(&mut self.spans);
+        for names in [&mut self.exact, &mut self.folded] {
+            names.clear();
+            if names.table.capacity().saturating_mul(16) > SCRATCH_KEEP {
+                names.table = HashMap::default();
+            }
+            keep(&mut names.first);
+            keep(&mut names.next);
+            keep(&mut names.sizes);
+            keep(&mut names.ids);
+            keep(&mut names.low);
+        }
+        let _ = SCRATCH.try_with(|c| c.set(Some(Box::new(self))));
+    }
 }
 
 // ------------------------------------------------------------------------------------- analysis
@@ -342,7 +490,8 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     let mut shift: i128 = 0;
     let mut trailing: u64 = 0;
     let mut declared: Option<u64> = None;
-    let mut entries: Vec<Entry<'a>> = Vec::new();
+    let mut scratch = Scratch::take();
+    let mut entries = std::mem::take(&mut scratch.entries);
 
     // ---- end of central directory: the last signature with a whole record after it
     let tail_start = size.saturating_sub(EOCD_SIZE + MAX_COMMENT);
@@ -478,7 +627,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                         zip64_extra(&d[p + 46 + nlen..p + 46 + nlen + xlen], &mut values, &mut merrs, "extra-corrupt");
                     }
                     entries.push(Entry {
-                        raw,
+                        name: (p + 46, p + 46 + nlen),
                         offset: values[2] as i128 + shift,
                         csize: values[1],
                         usize_: values[0],
@@ -503,31 +652,24 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     let n = entries.len();
 
     // ---- duplicates: equal raw names, or equal up to ASCII case (torch's miniz lookup ignores it)
-    let (ids, sizes, exact) = groups(entries.iter().map(|e| Cow::Borrowed(e.raw)), n);
-    let any_upper = entries.iter().any(|e| e.raw.iter().any(|b| b.is_ascii_uppercase()));
-    let folded = if any_upper {
-        let (fids, fsizes, fmap) = groups(entries.iter().map(|e| ascii_lower(e.raw)), n);
-        for (i, e) in entries.iter_mut().enumerate() {
-            if fsizes[fids[i] as usize] > 1 {
-                e.duplicate = Some("case");
-            }
-        }
-        Some(fmap)
-    } else {
-        None
-    };
+    let seed = RandomState::new();
+    let (mut exact, mut folded) = (std::mem::take(&mut scratch.exact), std::mem::take(&mut scratch.folded));
+    exact.build(false, &seed, d, &entries);
+    let any_upper = entries.iter().any(|e| e.raw(d).iter().any(u8::is_ascii_uppercase));
+    if any_upper {
+        folded.build(true, &seed, d, &entries);
+    }
     for (i, e) in entries.iter_mut().enumerate() {
-        if sizes[ids[i] as usize] > 1 {
+        if exact.duplicated(i) {
             e.duplicate = Some("exact");
+        } else if any_upper && folded.duplicated(i) {
+            e.duplicate = Some("case");
         }
     }
-    drop(ids);
-    drop(sizes);
 
     // ---- overlaps by the minimal span (30-byte header + data): a member starting inside another
-    let mut order: Vec<u32> = (0..n as u32)
-        .filter(|&i| entries[i as usize].offset >= 0 && entries[i as usize].offset < isize_)
-        .collect();
+    let mut order = std::mem::take(&mut scratch.order);
+    order.extend((0..n as u32).filter(|&i| entries[i as usize].offset >= 0 && entries[i as usize].offset < isize_));
     order.sort_unstable_by_key(|&i| (entries[i as usize].offset, i));
     let mut reach: i128 = -1;
     for &i in &order {
@@ -552,7 +694,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
             let mut dsizes: Vec<u32> = Vec::new();
             let mut last: Option<(&'a [u8], u32)> = None;
             for e in &entries {
-                let dir = dir_of(e.raw);
+                let dir = dir_of(e.raw(d));
                 let g = match last {
                     Some((l, g)) if l == dir => g,
                     _ => {
@@ -571,13 +713,13 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
             let mut slot: Vec<Option<usize>> = vec![None; dsizes.len()];
             for (i, e) in entries.iter_mut().enumerate() {
                 let g = dids[i] as usize;
-                let dir = dir_of(e.raw);
+                let dir = dir_of(e.raw(d));
                 if dir.is_empty() || (dsizes[g] as u64) < opts.skim_min {
                     continue;
                 }
                 let last = dir[..dir.len() - 1].rsplit(|&b| b == b'/').next().unwrap_or(b"");
                 if last == want
-                    && e.raw.is_ascii()
+                    && e.raw(d).is_ascii()
                     && e.method == 0
                     && e.flags & !(FLAG_DESCRIPTOR | FLAG_UTF8) == 0
                     && e.csize == e.usize_
@@ -606,14 +748,15 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
 
     // ---- members: every entry not skimmed, with its local header read
     let mut members: Vec<Member<'a>> = Vec::new();
-    let mut member_of: Vec<u32> = vec![u32::MAX; n];
+    let mut member_of = std::mem::take(&mut scratch.member_of);
+    member_of.resize(n, u32::MAX);
     for (i, e) in entries.iter().enumerate() {
         if e.skimmed {
             continue;
         }
         let mut m = Member::blank(i as u64, true, e.offset);
-        m.raw = e.raw;
-        m.name = decode_name(e.raw, e.flags).0;
+        m.raw = e.raw(d);
+        m.name = decode_name(m.raw, e.flags).0;
         m.flags = e.flags;
         m.method = e.method;
         m.crc32 = e.crc;
@@ -633,7 +776,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     let mut gaps: Vec<Gap> = Vec::new();
     if opts.local_headers {
         // (start, entry, end, member index or u32::MAX when skimmed)
-        let mut spans: Vec<(i128, u32, i128, u32)> = Vec::with_capacity(order.len());
+        let mut spans = std::mem::take(&mut scratch.spans);
         for &i in &order {
             let e = &entries[i as usize];
             let mi = member_of[i as usize];
@@ -669,6 +812,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                 gaps.push(Gap { offset: reach as u64, length: (bound - reach) as u64 });
             }
         }
+        scratch.spans = spans;
         let mut index = n as u64;
         let mut orphans = 0u64;
         for gap in &gaps {
@@ -694,19 +838,14 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                 read_local(d, stop, &mut m, false);
                 if m.local.is_some() {
                     let key: &[u8] = m.raw;
-                    m.duplicate = if exact.contains_key(key) {
+                    m.duplicate = if exact.find(&seed, d, &entries, key).is_some() {
                         Some("exact")
+                    } else if any_upper {
+                        folded.find(&seed, d, &entries, key).map(|_| "case")
+                    } else if key.iter().any(u8::is_ascii_uppercase) {
+                        exact.find(&seed, d, &entries, &key.to_ascii_lowercase()).map(|_| "case")
                     } else {
-                        let low = ascii_lower(key);
-                        let hit = match &folded {
-                            Some(f) => f.contains_key(low.as_ref()),
-                            None => matches!(low, Cow::Owned(_)) && exact.contains_key(low.as_ref()),
-                        };
-                        if hit {
-                            Some("case")
-                        } else {
-                            None
-                        }
+                        None
                     };
                 }
                 let next = m.span_end;
@@ -723,6 +862,9 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     }
 
     let start = order.first().map(|&i| entries[i as usize].offset as u64);
+    (scratch.entries, scratch.exact, scratch.folded, scratch.order, scratch.member_of) =
+        (entries, exact, folded, order, member_of);
+    scratch.give_back();
     Facts {
         size: size as u64,
         eocd,
