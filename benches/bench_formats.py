@@ -1,5 +1,5 @@
-"""Format scanners: the ONNX protobuf walk (large initializers, and many small ones) and the safetensors header
-check at growing file sizes.
+"""Format scanners: the ONNX protobuf walk (large initializers, and many small ones), the safetensors header
+check at growing file sizes, and the safetensors and GGUF header kernels (native vs pure Python).
 
 Run: python benches/bench_formats.py   (results go into docs/performance.md by hand)
 Inputs are generated in a temporary folder (the 100 GB safetensors file is sparse).
@@ -13,6 +13,7 @@ import struct
 import tempfile
 import time
 
+import gguf
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -48,6 +49,33 @@ def safetensors_file(path: str, size: int) -> None:
         f.truncate(8 + len(header) + size)
 
 
+def safetensors_header_bytes(tensors: int) -> bytes:
+    """A header like a transformer checkpoint's: ``tensors`` 2-D F16 entries and a little metadata."""
+    entries = {f"model.layers.{i // 8}.mlp.w{i % 8}.weight": {"dtype": "F16", "shape": [4096, 4096],
+                                                            "data_offsets": [i * 2**25, (i + 1) * 2**25]}
+               for i in range(tensors)}
+    header = json.dumps({"__metadata__": {"format": "pt"}, **entries}).encode()
+    return struct.pack("<Q", len(header)) + header
+
+
+def gguf_header_bytes(path: str, vocab: int, tensors: int) -> bytes:
+    """The header of a llama-style GGUF file: a tokenizer of ``vocab`` tokens (tokens, scores, types, merges) and
+    ``tensors`` tensor infos (their data is not written: the kernel never reads it)."""
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(vocab)])
+    w.add_array("tokenizer.ggml.scores", [float(i) for i in range(vocab)])
+    w.add_array("tokenizer.ggml.token_type", [1] * vocab)
+    w.add_array("tokenizer.ggml.merges", [f"t{i} k{i}" for i in range(vocab)])
+    for i in range(tensors):
+        w.add_tensor_info(f"blk.{i // 9}.w{i % 9}.weight", (4096, 4096), np.dtype(np.float16), 2 * 4096 * 4096)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def main() -> None:
     rows = ["| input | size | walk (protobuf kernel) | walk throughput | whole scan_file |", "| --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as folder:
@@ -70,6 +98,19 @@ def main() -> None:
             safetensors_file(path, size)
             rows.append(f"| {size / 2**30:g} GiB | {median(lambda: scan_tree(path, config)) * 1e3:.2f} ms |")
             os.unlink(path)
+        rows += ["", "| header kernel | input | header | native | python | native speed-up |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for kernel, label, data in (
+                ("safetensors_header", "1,000 tensors", safetensors_header_bytes(1_000)),
+                ("safetensors_header", "100,000 tensors", safetensors_header_bytes(100_000)),
+                ("gguf_header", "32,000-token vocabulary, 291 tensors",
+                 gguf_header_bytes(os.path.join(folder, "s.gguf"), 32_000, 291)),
+                ("gguf_header", "128,256-token vocabulary, 723 tensors",
+                 gguf_header_bytes(os.path.join(folder, "l.gguf"), 128_256, 723))):
+            kernel_fn = getattr(engine, kernel)
+            native, python = (median(lambda: kernel_fn(data, engine=name)) for name in ("native", "python"))
+            rows.append(f"| {kernel} | {label} | {len(data) / 1e6:,.2f} MB | {native * 1e3:.2f} ms | "
+                        f"{python * 1e3:.1f} ms | {python / native:,.0f}x |")
     print(f"onnx {onnx.__version__}, engine {engine.engine_name()}\n")
     print("\n".join(rows))
 

@@ -242,6 +242,8 @@ __all__ = [
     "SecretRule",
     "SecretRuleSet",
     "secret_matches",
+    "safetensors_header",
+    "gguf_header",
 ]
 
 _ENV = "MLGUARD_ENGINE"
@@ -284,6 +286,15 @@ class PickleLimits:
 
 
 DEFAULT_PICKLE_LIMITS = PickleLimits()
+
+
+def _byte_buffer(data):
+    """``data`` itself when it is a contiguous 1-D byte buffer, else a copy of its bytes (TypeError for
+    non-buffers): both engines then read the same bytes."""
+    with memoryview(data) as view:
+        if view.c_contiguous and view.ndim == 1 and view.itemsize == 1:
+            return data
+        return view.tobytes()
 
 
 def _load_native():
@@ -559,9 +570,7 @@ def protobuf_walk(data, schema: dict, root: str, *, engine: Optional[str] = None
                 [(number, name, _PROTOBUF_KINDS[kind], names.index(sub) if sub else 0)
                  for number, (name, kind, sub) in schema[message].items()] for message in names])
         _, names, compiled = _compiled_schemas[key]
-        with memoryview(data) as view:
-            contiguous = view.c_contiguous
-        return _native_module.protobuf_walk(data if contiguous else bytes(data), compiled, names.index(root))
+        return _native_module.protobuf_walk(_byte_buffer(data), compiled, names.index(root))
     from .pure import protobuf as pure_protobuf  # noqa: PLC0415 - only when needed
     return pure_protobuf.walk(data, schema, root)
 
@@ -718,11 +727,77 @@ def secret_matches(data, ruleset: SecretRuleSet, *, max_matches: int = 100_000,
         raise TypeError(f"ruleset must be a SecretRuleSet, not {type(ruleset).__name__}")
     if isinstance(max_matches, bool) or not isinstance(max_matches, int) or not 0 <= max_matches < 2**63:
         raise ValueError(f"max_matches must be an int in [0, 2**63), not {max_matches!r}")
-    with memoryview(data) as view:  # TypeError for non-buffers, same for both engines
-        contiguous = view.c_contiguous
-    if not contiguous:
-        data = memoryview(data).tobytes()
+    data = _byte_buffer(data)
     if _choose(engine) == "native" and ruleset._native is not None:
         return ruleset._native.find(data, max_matches)
     from .pure import secrets as pure_secrets  # noqa: PLC0415 - only when needed
     return pure_secrets.find(data, ruleset._pure, max_matches)
+
+
+# ------------------------------------------------------------------ safetensors and GGUF headers ----
+
+def safetensors_header(data, file_size: Optional[int] = None, *, engine: Optional[str] = None) -> dict:
+    """Facts about the safetensors header at the start of ``data`` (a buffer of the file, or at least of its first
+    8 + header length bytes: the header is cut to what ``data`` holds); ``file_size`` defaults to ``len(data)``.
+    Only the header is read, never the tensor data. The native engine releases the GIL while parsing. Returns::
+
+        {"header_length": None | int,   # the u64 in the first 8 bytes
+         "error": None | "short" | "too-large" | "beyond-file" | "not-utf8" | "not-json" | "not-object"
+                  | "too-deep" | "too-many",
+         "detail": None | str,          # what is wrong, with the byte offset in the file where there is one
+         "duplicates": [str],           # keys repeated in an object, at any depth, in the order the repeated
+                                        # members end (the repeats inside a value before its own key)
+         "metadata": None | dict,       # "__metadata__": its object, or {"": value} when it is not an object
+         "tensors": [{"name": str, "dtype": None | str, "shape": None | [int], "begin": None | int,
+                      "end": None | int,        # None where missing or of the wrong type
+                      "problem": None | str}]}  # what is wrong with the entry's structure
+
+    On an error, ``duplicates`` and ``tensors`` are empty and ``metadata`` is None. Errors: fewer than 8 bytes
+    (``short``); a header length over the official loader's cap of 100,000,000 (``too-large``) or beyond the file
+    (``beyond-file``); a header that is not UTF-8 (``not-utf8``), not strict JSON (``not-json``: the first error
+    in reading order, "header is not strict JSON at byte N: <reason>") or not a JSON object (``not-object``);
+    nested deeper than 64 (``too-deep``); more than 1,000,000 top-level keys or 2**24 JSON values (``too-many``).
+
+    JSON as the official loader (serde_json) reads it: RFC 8259 with no NaN/Infinity, no control characters in
+    strings and no lone UTF-16 surrogate escapes (``"\\ud800"``); an integer in [-2**63, 2**64) is an int, every
+    other number a float, and a float that overflows an error ("number out of range"). A repeated key keeps the
+    position of its first occurrence and the value of its last (a Python dict; the loader keeps the last).
+    Metadata values are what :mod:`json` gives (str, int, float, bool, None, list, dict). A tensor entry's shape
+    and offsets must be ints (an integer beyond 2**64 is a float: "missing or malformed"); the ``problem`` of an
+    entry is the first of "entry is not an object", "missing or malformed <keys>", "negative dimension",
+    "negative offset", "unknown keys <keys>".
+    """
+    if file_size is not None and (isinstance(file_size, bool) or not isinstance(file_size, int)
+                                  or not 0 <= file_size < 2**64):
+        raise ValueError(f"file_size must be None or an int in [0, 2**64), not {file_size!r}")
+    data = _byte_buffer(data)
+    if _choose(engine) == "native" and hasattr(_native_module, "safetensors_header"):
+        return _native_module.safetensors_header(data, file_size)
+    from .pure import safetensors as pure_safetensors  # noqa: PLC0415 - only when needed
+    return pure_safetensors.header_facts(data, file_size)
+
+
+def gguf_header(data, *, engine: Optional[str] = None) -> dict:
+    """Facts about the GGUF header (versions 1-3) at the start of ``data``: metadata key/values and tensor infos,
+    every count and length checked against the bytes left before it is read; tensor data is never read. The
+    native engine releases the GIL while parsing. Returns::
+
+        {"version": None | int,
+         "metadata": [(key, type, value, offset)],     # in file order; offset of the key
+         "tensors": [{"name": str, "dims": [int], "type": int,   # ggml type
+                      "offset": int,                   # data offset, from the aligned start of the data
+                      "at": int}],                     # offset of the tensor info
+         "data_start": None | int,                     # just past the tensor infos (before alignment)
+         "error": None | str, "error_offset": None | int}
+
+    Facts read before an error are kept. Values: ints for the integer types, float for f32/f64, bool for type 7
+    (any non-zero byte is True), str for strings (UTF-8, each maximal invalid subsequence replaced by U+FFFD, as
+    ``decode("utf-8", "replace")``), and a list of the first 16 elements for arrays (the others are checked and
+    skipped). Bounds: a string is at most 2**24 bytes; keys, tensors and array elements at most 2**24 each and no
+    more than the bytes left; at most 4 dimensions. Arrays of arrays and unknown value types are errors.
+    """
+    data = _byte_buffer(data)
+    if _choose(engine) == "native" and hasattr(_native_module, "gguf_header"):
+        return _native_module.gguf_header(data)
+    from .pure import gguf as pure_gguf  # noqa: PLC0415 - only when needed
+    return pure_gguf.header_facts(data)

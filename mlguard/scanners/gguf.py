@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..engine.pure.gguf import header_facts
+from .. import engine
 from ..findings import Finding
 from ..sniff import Format
 from . import _chat_template, _trailing as trailing
@@ -24,7 +24,7 @@ class GGUFScanner:
     options: dict[str, Option] = {}
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
-        facts = header_facts(artifact.buffer())
+        facts = engine.gguf_header(artifact.buffer())
         if facts["error"]:
             yield ctx.finding(artifact, "gguf-malformed", f"invalid GGUF header: {facts['error']}",
                               offset=facts["error_offset"], evidence={"version": facts["version"]})

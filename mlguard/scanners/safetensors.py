@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from ..engine.pure.safetensors import header_facts
+from .. import engine
 from ..findings import Finding
 from ..sniff import Format, sniff_bytes
 from . import _text_checks as text_checks
@@ -35,7 +35,7 @@ class SafetensorsScanner:
         if artifact.sniffed.format is Format.BINARY and not artifact.name.endswith(".safetensors"):
             return
         buf = artifact.buffer()
-        facts = header_facts(buf, artifact.size)
+        facts = engine.safetensors_header(buf, artifact.size)
         if facts["error"]:
             rule = "safetensors-too-large" if facts["error"] == "too-large" else "safetensors-malformed-header"
             yield ctx.finding(artifact, rule, f"invalid safetensors header: {facts['detail']}", offset=0,

@@ -2,9 +2,11 @@
 //! (plain Rust, unit-tested with `cargo test --no-default-features`); this file converts
 //! types, releases the GIL while a kernel runs and returns plain Python data.
 
+pub mod gguf;
 pub mod hash;
 pub mod pickle;
 pub mod protobuf;
+pub mod safetensors;
 pub mod secrets;
 pub mod zip;
 
@@ -732,6 +734,161 @@ mod bindings {
         m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
         m.add_class::<SecretRules>()?;
+        m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
+        m.add_function(wrap_pyfunction!(gguf_header, m)?)?;
         Ok(())
+    }
+
+    // ---------------------------------- safetensors and GGUF headers (safetensors.rs, gguf.rs) ----
+
+    /// An integer of the facts as a Python int (None for None); through i64 when it fits, the
+    /// fast conversion.
+    fn int_to_py(py: Python<'_>, v: Option<i128>) -> PyResult<Bound<'_, PyAny>> {
+        let Some(v) = v else { return Ok(py.None().into_bound(py)) };
+        match i64::try_from(v) {
+            Ok(small) => Ok(small.into_pyobject(py)?.into_any()),
+            Err(_) => Ok(v.into_pyobject(py)?.into_any()),
+        }
+    }
+
+    /// A JSON value as Python's `json` module gives it.
+    fn json_to_py<'py>(py: Python<'py>, value: &crate::safetensors::Json) -> PyResult<Bound<'py, PyAny>> {
+        use crate::safetensors::Json;
+        Ok(match value {
+            Json::Null => py.None().into_bound(py),
+            Json::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+            Json::Int(i) => int_to_py(py, Some(*i))?,
+            Json::Float(f) => pyo3::types::PyFloat::new(py, *f).into_any(),
+            Json::Str(s) => PyString::new(py, s).into_any(),
+            Json::Array(items) => {
+                let list = PyList::empty(py);
+                for item in items {
+                    list.append(json_to_py(py, item)?)?;
+                }
+                list.into_any()
+            }
+            Json::Object(members) => json_object_to_py(py, members)?.into_any(),
+        })
+    }
+
+    fn json_object_to_py<'py>(
+        py: Python<'py>,
+        members: &crate::safetensors::Object,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (key, value) in members {
+            out.set_item(key, json_to_py(py, value)?)?;
+        }
+        Ok(out)
+    }
+
+    fn safetensors_facts_to_py<'py>(
+        py: Python<'py>,
+        facts: &crate::safetensors::Facts,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        out.set_item(intern!(py, "header_length"), facts.header_length)?;
+        out.set_item(intern!(py, "error"), facts.error)?;
+        out.set_item(intern!(py, "detail"), &facts.detail)?;
+        out.set_item(intern!(py, "duplicates"), &facts.duplicates)?;
+        match &facts.metadata {
+            Some(members) => out.set_item(intern!(py, "metadata"), json_object_to_py(py, members)?)?,
+            None => out.set_item(intern!(py, "metadata"), py.None())?,
+        }
+        let tensors = PyList::empty(py);
+        for t in &facts.tensors {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "name"), &t.name)?;
+            d.set_item(intern!(py, "dtype"), &t.dtype)?;
+            match &t.shape {
+                Some(shape) => {
+                    let dims = PyList::empty(py);
+                    for dim in shape {
+                        dims.append(int_to_py(py, Some(*dim))?)?;
+                    }
+                    d.set_item(intern!(py, "shape"), dims)?
+                }
+                None => d.set_item(intern!(py, "shape"), py.None())?,
+            }
+            d.set_item(intern!(py, "begin"), int_to_py(py, t.begin)?)?;
+            d.set_item(intern!(py, "end"), int_to_py(py, t.end)?)?;
+            d.set_item(intern!(py, "problem"), &t.problem)?;
+            tensors.append(d)?;
+        }
+        out.set_item(intern!(py, "tensors"), tensors)?;
+        Ok(out)
+    }
+
+    /// safetensors_header(data, file_size=None)
+    ///
+    /// Facts about the safetensors header at the start of a bytes-like object; see
+    /// `mlguard.engine.safetensors_header`, the supported entry point. The GIL is released while
+    /// parsing.
+    #[pyfunction]
+    #[pyo3(signature = (data, file_size=None))]
+    fn safetensors_header<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        file_size: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let facts = py.detach(|| crate::safetensors::header_facts(slice, file_size));
+        let out = safetensors_facts_to_py(py, &facts);
+        drop(facts); // borrows the input's strings
+        drop(input);
+        out
+    }
+
+    fn gguf_value_to_py<'py>(py: Python<'py>, value: &crate::gguf::Value) -> PyResult<Bound<'py, PyAny>> {
+        use crate::gguf::Value;
+        Ok(match value {
+            Value::UInt(u) => u.into_pyobject(py)?.into_any(),
+            Value::Int(i) => i.into_pyobject(py)?.into_any(),
+            Value::Float(f) => pyo3::types::PyFloat::new(py, *f).into_any(),
+            Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+            Value::Str(s) => PyString::new(py, s).into_any(),
+            Value::Array(items) => {
+                let list = PyList::empty(py);
+                for item in items {
+                    list.append(gguf_value_to_py(py, item)?)?;
+                }
+                list.into_any()
+            }
+        })
+    }
+
+    /// gguf_header(data)
+    ///
+    /// Facts about the GGUF header at the start of a bytes-like object; see
+    /// `mlguard.engine.gguf_header`, the supported entry point. The GIL is released while parsing.
+    #[pyfunction]
+    fn gguf_header<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let facts = py.detach(|| crate::gguf::header_facts(slice));
+        drop(input);
+        let metadata = PyList::empty(py);
+        for e in &facts.metadata {
+            metadata.append((e.key.as_str(), e.kind, gguf_value_to_py(py, &e.value)?, e.at))?;
+        }
+        let tensors = PyList::empty(py);
+        for t in &facts.tensors {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "name"), &t.name)?;
+            d.set_item(intern!(py, "dims"), &t.dims)?;
+            d.set_item(intern!(py, "type"), t.kind)?;
+            d.set_item(intern!(py, "offset"), t.offset)?;
+            d.set_item(intern!(py, "at"), t.at)?;
+            tensors.append(d)?;
+        }
+        let out = PyDict::new(py);
+        out.set_item(intern!(py, "version"), facts.version)?;
+        out.set_item(intern!(py, "metadata"), metadata)?;
+        out.set_item(intern!(py, "tensors"), tensors)?;
+        out.set_item(intern!(py, "data_start"), facts.data_start)?;
+        out.set_item(intern!(py, "error"), &facts.error)?;
+        out.set_item(intern!(py, "error_offset"), facts.error_offset)?;
+        Ok(out)
     }
 }

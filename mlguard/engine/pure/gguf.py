@@ -1,5 +1,6 @@
-"""GGUF header facts (reference kernel): metadata key/values and tensor infos, every length checked against the
-bytes left; tensor data is never read."""
+"""GGUF header facts (reference kernel, twin of ``mlguard_rs/src/gguf.rs``): metadata key/values and tensor infos,
+every length checked against the bytes left; tensor data is never read. The facts are documented at
+:func:`mlguard.engine.gguf_header`."""
 from __future__ import annotations
 
 import struct
@@ -23,8 +24,7 @@ class GGUFError(ValueError):
 
 
 def header_facts(data) -> dict:
-    """``{"version", "metadata": [(key, type, value, offset)], "tensors": [{name, dims, type, offset}],
-    "data_start", "error", "error_offset"}``. Facts read before an error are kept."""
+    """Facts about the GGUF header at the start of ``data``; facts read before an error are kept."""
     facts = {"version": None, "metadata": [], "tensors": [], "data_start": None, "error": None, "error_offset": None}
     reader = _Reader(data)
     try:
@@ -33,23 +33,24 @@ def header_facts(data) -> dict:
         facts["version"] = version = reader.scalar("<I")
         if version not in (1, 2, 3):
             raise GGUFError(f"unknown GGUF version {version}", 4)
-        count = "<I" if version == 1 else "<Q"
-        n_tensors, n_kv = reader.scalar(count), reader.scalar(count)
+        reader.count_format = "<I" if version == 1 else "<Q"
+        n_tensors, n_kv = reader.count(), reader.count()
         for what, n in (("tensors", n_tensors), ("metadata keys", n_kv)):
             if n > MAX_ITEMS or n > reader.left():
                 raise GGUFError(f"{n:,} {what} declared, more than the file can hold", reader.pos)
         for _ in range(n_kv):
             at = reader.pos
-            key = reader.string(version)
+            key = _text(reader.string())
+            kind_at = reader.pos
             kind = reader.scalar("<I")
-            facts["metadata"].append((key, kind, reader.value(kind, version), at))
-        for _ in range(n_tensors):
+            facts["metadata"].append((key, kind, reader.value(kind, kind_at), at))
+        for i in range(n_tensors):
             at = reader.pos
-            name = reader.string(version)
+            name = _text(reader.string())
             n_dims = reader.scalar("<I")
             if n_dims > MAX_DIMS:
-                raise GGUFError(f"tensor {name!r} has {n_dims} dimensions (at most {MAX_DIMS})", at)
-            dims = [reader.scalar(count) for _ in range(n_dims)]
+                raise GGUFError(f"tensor #{i + 1} has {n_dims} dimensions (at most {MAX_DIMS})", at)
+            dims = [reader.count() for _ in range(n_dims)]
             facts["tensors"].append({"name": name, "dims": dims, "type": reader.scalar("<I"),
                                      "offset": reader.scalar("<Q"), "at": at})
         facts["data_start"] = reader.pos
@@ -58,51 +59,71 @@ def header_facts(data) -> dict:
     return facts
 
 
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
 class _Reader:
     def __init__(self, data):
         self.data, self.pos, self.size = data, 0, len(data)
+        self.count_format = "<Q"
+        """Counts and lengths: 32-bit in version 1, 64-bit after."""
 
     def left(self) -> int:
         return self.size - self.pos
 
-    def take(self, n: int) -> bytes:
+    def skip(self, n: int) -> int:
+        """Step over ``n`` bytes; where they start."""
         if n > self.left():
             raise GGUFError(f"needs {n:,} bytes at offset {self.pos:,}, {self.left():,} left", self.pos)
-        out = bytes(self.data[self.pos:self.pos + n])
         self.pos += n
-        return out
+        return self.pos - n
+
+    def take(self, n: int) -> bytes:
+        start = self.skip(n)
+        return bytes(self.data[start:start + n])
 
     def scalar(self, fmt: str):
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
-    def string(self, version: int) -> str:
-        n = self.scalar("<I" if version == 1 else "<Q")
-        if n > MAX_STRING:
-            raise GGUFError(f"string of {n:,} bytes", self.pos - 8)
-        return self.take(n).decode("utf-8", "replace")
+    def count(self) -> int:
+        return self.scalar(self.count_format)
 
-    def value(self, kind: int, version: int):
+    def string(self) -> bytes:
+        """The bytes of a string."""
+        at = self.pos
+        n = self.count()
+        if n > MAX_STRING:
+            raise GGUFError(f"string of {n:,} bytes", at)
+        return self.take(n)
+
+    def value(self, kind: int, at: int):
+        """A metadata value of type ``kind``, whose type field is at ``at``."""
         if kind in _SCALARS:
             return self.scalar(_SCALARS[kind])
         if kind == STRING:
-            return self.string(version)
+            return _text(self.string())
         if kind == ARRAY:
-            item = self.scalar("<I")
-            n = self.scalar("<I" if version == 1 else "<Q")
-            if n > MAX_ITEMS or n > self.left():
-                raise GGUFError(f"array of {n:,} elements, more than the file can hold", self.pos)
-            if item in _SCALARS:  # fixed size: check the span, keep a few
-                width = struct.calcsize(_SCALARS[item])
-                start = self.pos
-                self.take(width * n)
-                return [struct.unpack_from(_SCALARS[item], self.data, start + i * width)[0]
-                        for i in range(min(n, KEPT_ARRAY))]
-            if item == ARRAY:
-                raise GGUFError("array of arrays", self.pos)
-            kept = []
-            for i in range(n):
-                value = self.value(item, version)
-                if i < KEPT_ARRAY:
-                    kept.append(value)
-            return kept
-        raise GGUFError(f"unknown metadata value type {kind}", self.pos - 4)
+            return self.array()
+        raise GGUFError(f"unknown metadata value type {kind}", at)
+
+    def array(self) -> list:
+        """Element type, length, then the elements; the first ``KEPT_ARRAY`` are kept."""
+        at = self.pos
+        item = self.scalar("<I")
+        n = self.count()
+        if n > MAX_ITEMS or n > self.left():
+            raise GGUFError(f"array of {n:,} elements, more than the file can hold", self.pos)
+        if item in _SCALARS:  # fixed size: check the span, keep a few
+            fmt = _SCALARS[item]
+            width = struct.calcsize(fmt)
+            start = self.skip(width * n)
+            return [struct.unpack_from(fmt, self.data, start + i * width)[0] for i in range(min(n, KEPT_ARRAY))]
+        if item != STRING:
+            raise GGUFError("array of arrays" if item == ARRAY else f"unknown metadata value type {item}", at)
+        kept = []
+        for i in range(n):
+            raw = self.string()
+            if i < KEPT_ARRAY:
+                kept.append(_text(raw))
+        return kept
