@@ -7,8 +7,8 @@ from typing import Iterator
 
 from .. import engine
 from ..findings import Finding
-from ..sniff import Format, sniff_bytes
-from . import _text_checks as text_checks
+from ..sniff import Format
+from . import _text_checks as text_checks, _trailing as trailing
 from .interface import Artifact, Option, ScanContext
 
 BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6,
@@ -19,8 +19,8 @@ _BYTE_DTYPES = {"U8", "I8", "BOOL"}
 _MAGIC = {b"MZ": "a Windows executable", b"\x7fELF": "an ELF executable", b"\xcf\xfa\xed\xfe": "a Mach-O executable",
           b"PK\x03\x04": "a zip archive", b"\x80\x02": "a pickle", b"\x80\x03": "a pickle", b"\x80\x04": "a pickle",
           b"\x80\x05": "a pickle", b"#!": "a script"}
-_DANGEROUS_TRAILING = {Format.PICKLE, Format.EXECUTABLE, Format.ZIP, Format.TAR, Format.SEVENZIP, Format.GZIP,
-                       Format.BZIP2, Format.XZ, Format.LZMA, Format.ZLIB, Format.NPY}
+
+
 class SafetensorsScanner:
     name = "safetensors"
     formats = frozenset({Format.SAFETENSORS, Format.JSON, Format.BINARY})
@@ -98,7 +98,8 @@ def _tensors(artifact: Artifact, ctx: ScanContext, buf, tensors: list[dict], sta
                               offset=start + position, key=f"gap@{position}")
         position = max(position, t["end"])
     if len(valid) == len(tensors) and position < data_size:
-        yield from _trailing(artifact, ctx, buf, start + position)
+        yield from trailing.findings(artifact, ctx, start + position, hidden="safetensors-hidden-data",
+                                     payload="safetensors-executable-trailing", after="after the last tensor")
 
 
 def _payload(artifact: Artifact, ctx: ScanContext, buf, t: dict, start: int) -> Iterator:
@@ -109,19 +110,6 @@ def _payload(artifact: Artifact, ctx: ScanContext, buf, t: dict, start: int) -> 
                               "a payload stored as weights", offset=start + t["begin"],
                               evidence={"tensor": t["name"], "looks_like": what}, key=t["name"])
             return
-
-
-def _trailing(artifact: Artifact, ctx: ScanContext, buf, offset: int) -> Iterator:
-    extra = artifact.size - offset
-    sniffed = sniff_bytes(bytes(buf[offset:offset + 65536]), "")
-    if sniffed.format in _DANGEROUS_TRAILING:
-        yield ctx.finding(artifact, "safetensors-executable-trailing",
-                          f"{extra:,} bytes after the last tensor are {sniffed.format.value} ({sniffed.detail})",
-                          offset=offset, evidence={"length": extra, "format": sniffed.format.value})
-    else:
-        yield ctx.finding(artifact, "safetensors-hidden-data",
-                          f"{extra:,} bytes after the last tensor belong to no tensor", offset=offset,
-                          evidence={"length": extra, "format": sniffed.format.value}, key="trailing")
 
 
 def _metadata(artifact: Artifact, ctx: ScanContext, metadata: dict) -> Iterator:
