@@ -91,3 +91,8 @@ def test_savedmodel_ops(tmp_path):
     assert found == {("EagerPyFunc", Severity.CRITICAL), ("ReadFile", Severity.HIGH)}
     (folder / "saved_model.pb").write_bytes(_field(2, _field(2, _field(1, _node("x", "MatMul")))))
     assert rules(folder / "saved_model.pb") == {}
+    # a group wire type after the graph: the walk stops there, and what it read before is still checked
+    (folder / "saved_model.pb").write_bytes(_field(2, _field(2, graph)) + b"\x0b")
+    found = {(f.rule_id, f.severity) for f in scan_file(folder / "saved_model.pb").findings}
+    assert found == {("tf-savedmodel-malformed", Severity.HIGH), ("tf-savedmodel-dangerous-op", Severity.CRITICAL),
+                     ("tf-savedmodel-dangerous-op", Severity.HIGH)}

@@ -176,3 +176,12 @@ def test_a_file_over_the_protobuf_limit(tmp_path):
     assert path.stat().st_size > (2 << 30)
     found = {f.rule_id: f.severity for f in scan_file(path).findings}
     assert found == {"onnx-too-large": Severity.LOW}
+
+
+def test_node_limit(tmp_path, monkeypatch):
+    from mlguard.scanners import onnx as onnx_scanner
+    monkeypatch.setattr(onnx_scanner, "MAX_NODES", 3)
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Custom", ["c"], ["y"], domain="evil.ops")]
+    found = rules(tmp_path, model(nodes))
+    assert found == {"onnx-too-many-nodes": Severity.MEDIUM}   # the fourth node was not checked
