@@ -219,7 +219,6 @@ after each opcode.
 """
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -248,7 +247,6 @@ __all__ = [
 
 _ENV = "MLGUARD_ENGINE"
 _ENGINES = ("native", "python")
-_log = logging.getLogger("mlguard")
 _lock = threading.Lock()
 _native_module = None        # the imported mlguard_rs, once loaded
 _native_error: Optional[str] = None   # why it could not be imported
@@ -343,7 +341,8 @@ def _choose(engine: Optional[str]) -> str:
                           f"or unset {_ENV} to fall back to the pure-Python engine")
     if not _warned:
         _warned = True
-        _log.warning("native extension mlguard_rs unavailable (%s); using the pure-Python reference "
+        import logging  # noqa: PLC0415 - only for this one warning
+        logging.getLogger("mlguard").warning("native extension mlguard_rs unavailable (%s); using the pure-Python reference "
                      "engine: results are identical but slower", _native_error)
     return "python"
 
