@@ -224,6 +224,11 @@ def test_malformed_npy(tmp_path):
     assert f.rule_id == "npy-malformed" and "unexpected" in f.message
     extra_key = data.replace(b"'shape'", b"'shapE'")
     assert [f.rule_id for f in scan_bytes(extra_key, name="k.npy").findings] == ["npy-malformed"]
+    # headers that end early (found by fuzzing: an empty header, an open tuple, a key without a value)
+    for header in (b"", b"{'shape': (", b"{'descr'", b"{'descr': "):
+        cut = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+        assert [(f.rule_id, f.severity) for f in scan_bytes(cut, name="c.npy").findings] == \
+            [("npy-malformed", Severity.MEDIUM)], header
 
 
 # --------------------------------------------------------------------------- joblib

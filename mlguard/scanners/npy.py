@@ -67,6 +67,8 @@ class _Literal:
         if depth > MAX_DEPTH:
             raise HeaderError("nested too deeply")
         c = self._peek()
+        if not c:  # ("" is in every string: the tests below need a character)
+            raise HeaderError("unexpected end")
         if c == "{":
             return self._dict(depth)
         if c in "([":
@@ -79,7 +81,7 @@ class _Literal:
             if self.s.startswith(word, self.i) and not self.s[self.i + len(word):self.i + len(word) + 1].isalnum():
                 self.i += len(word)
                 return value
-        raise HeaderError(f"unexpected {c!r} at {self.i}" if c else "unexpected end")
+        raise HeaderError(f"unexpected {c!r} at {self.i}")
 
     def _dict(self, depth: int) -> dict:
         self.i += 1
