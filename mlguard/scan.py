@@ -57,7 +57,7 @@ def scan_tree(path: str | os.PathLike, config: Config | None = None, *, jobs: in
         file_ctx = _context(config.policy)
         return _scan_entry(entry, file_ctx), file_ctx.errors
 
-    workers = min(jobs or min(8, os.cpu_count() or 1), len(entries))
+    workers = min(jobs or min(8, os.cpu_count() or 1), len(entries)) if len(entries) > 1 else 1
     if workers <= 1:  # one file (or one worker): no thread pool to start
         results = map(one, entries)
     else:
