@@ -1390,6 +1390,12 @@ impl Memo {
             }
             return;
         }
+        if key == self.dense.len() as u64 && self.dense.len() < self.dense.capacity() && self.sparse.is_empty() {
+            // the next key, with room reserved: slots are written (and their pages touched) as keys come
+            self.dense.push(Some(v));
+            self.len += 1;
+            return;
+        }
         self.insert_slow(key, v)
     }
 
@@ -1397,12 +1403,16 @@ impl Memo {
     fn insert_slow(&mut self, key: u64, v: Val) {
         let bound = (self.len as u64).saturating_mul(2).saturating_add(1024);
         if key >= self.dense.len() as u64 && key < bound {
-            // Grow the vector by a quarter (not doubling: large pickles hold millions of keys and
-            // every slot is touched) and move sparse keys into it; at most ~2x the entries + 2048.
+            // Grow the vector by a quarter (not doubling: large pickles hold millions of keys) and
+            // move sparse keys into it; at most ~2x the entries + 2048. Without sparse keys the
+            // quarter is only reserved, and `insert` fills it key by key.
             let len = self.dense.len();
             let new_len = (key as usize + 1).max(len + len / 4).max(64);
-            self.dense.resize(new_len, None);
-            if !self.sparse.is_empty() {
+            if self.sparse.is_empty() {
+                self.dense.reserve_exact(new_len - len);
+                self.dense.resize(key as usize + 1, None);
+            } else {
+                self.dense.resize(new_len, None);
                 let dense = &mut self.dense;
                 self.sparse.retain(|&k, val| {
                     if k < new_len as u64 {
