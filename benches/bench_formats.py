@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import struct
 import tempfile
-import time
 
 import gguf
 import numpy as np
@@ -22,15 +20,7 @@ from mlguard import engine, scan_file
 from mlguard.config import Config
 from mlguard.engine.pure.onnx_schema import SCHEMA
 from mlguard.scan import scan_tree
-
-
-def median(fn, runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median
 
 
 def onnx_model(tensors: int, elements: int) -> bytes:

@@ -26,22 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from mlguard import engine
 from mlguard.engine.pure.hash import BUF_SIZE
+from timing import best_of
 
 MIB = 1 << 20
-
-
-def best_of(fn, runs: int) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def write_random(path: str, size: int) -> None:

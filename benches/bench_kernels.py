@@ -9,22 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import statistics
 import tempfile
-import time
 import zipfile
 
 from mlguard import engine, scan_tree
 from mlguard.config import Config
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of
 
 
 def generic_pickle(n: int) -> bytes:

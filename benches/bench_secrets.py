@@ -33,6 +33,7 @@ from pathlib import Path
 
 from mlguard import engine
 from mlguard.engine import SecretRule, SecretRuleSet, secret_matches
+from timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -272,15 +273,6 @@ def write_tree(root: Path, total: int, seed: int) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------ measuring ----
-
-def best_of(fn, runs: int) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
 
 def scan_all(blobs, ruleset, eng: str, jobs: int = 1) -> list:
     """The matches of each blob; with jobs > 1, thread k scans blobs k, k + jobs, ... (in any order)."""
