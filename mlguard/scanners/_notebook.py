@@ -10,6 +10,16 @@ from typing import Iterator
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
+def parsed(artifact) -> tuple[dict, list[tuple[tuple, str, int]]] | None:
+    """:func:`strings` of an artifact's content (None when it is not UTF-8), parsed once for all its scanners."""
+    if "notebook" not in artifact.derived:
+        try:
+            artifact.derived["notebook"] = strings(bytes(artifact.buffer()).decode("utf-8"))
+        except UnicodeDecodeError:
+            artifact.derived["notebook"] = None
+    return artifact.derived["notebook"]
+
+
 def strings(raw: str) -> tuple[dict, list[tuple[tuple, str, int]]] | None:
     """The parsed notebook and every string value in document order as (path, value, line); None when the text
     is not a notebook, or holds duplicate keys (literal positions then cannot be trusted)."""

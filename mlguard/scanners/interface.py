@@ -49,6 +49,8 @@ class Artifact:
         """Container nesting depth: 0 for the file itself."""
         self.fs_path = fs_path
         """Path on disk (files only), for scanners that look at neighbouring files."""
+        self.derived: dict[str, Any] = {}
+        """Values computed from the content, shared by the scanners of this artifact (a parsed notebook)."""
         self._file = file
         self._data = data
         self._map: mmap.mmap | None = None

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from ..findings import Finding
 from ..sniff import Format
-from ._notebook import strings
+from ._notebook import parsed as parsed_notebook
 from .interface import Artifact, Option, ScanContext
 
 _SHELL = r"^\s*(?:!|%%?(?:sh|bash|system)\b|%?%?pip\b|%?%?conda\b)"
@@ -27,10 +27,7 @@ class NotebookScanner:
     options: dict[str, Option] = {}
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
-        try:
-            parsed = strings(bytes(artifact.buffer()).decode("utf-8"))
-        except UnicodeDecodeError:
-            return
+        parsed = parsed_notebook(artifact)
         if parsed is None:
             return
         nb, values = parsed

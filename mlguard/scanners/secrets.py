@@ -24,7 +24,7 @@ from typing import Iterator
 
 from ..secrets import Hit, detector
 from ..sniff import Format
-from ._notebook import strings as notebook_strings
+from ._notebook import parsed as parsed_notebook
 from .interface import Artifact, Option, ScanContext
 
 TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.json", "vocab.txt", "merges.txt"})
@@ -53,7 +53,7 @@ class SecretScanner:
                               "for secrets", evidence={"size": artifact.size})
             return
         data = artifact.buffer()
-        text = (_notebook_text(data) if artifact.sniffed.format is Format.NOTEBOOK else None) or _Text(data)
+        text = (_notebook_text(artifact) if artifact.sniffed.format is Format.NOTEBOOK else None) or _Text(data)
         lock = name in LOCK_FILES or name.endswith((".lock", ".sum"))
         occurrences: dict[tuple[str, str], list[tuple[Hit, int]]] = {}
         for hit in detector(shape_only=lock).find(text.data):   # in offset order
@@ -111,13 +111,10 @@ class _Text:
         return _ALLOW.search(bytes(self.data[first:last if last >= 0 else len(self.data)])) is not None
 
 
-def _notebook_text(data) -> _Text | None:
+def _notebook_text(artifact: Artifact) -> _Text | None:
     """The searched strings of a notebook, joined, with the .ipynb line of each; None when the file is not
     a notebook this reader understands (it is then searched as plain text)."""
-    try:
-        parsed = notebook_strings(bytes(data).decode("utf-8"))
-    except UnicodeDecodeError:
-        return None
+    parsed = parsed_notebook(artifact)
     if parsed is None:
         return None
     parts: list[bytes] = []
