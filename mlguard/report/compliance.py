@@ -16,8 +16,6 @@ from ..findings import Finding, ScanResult
 from ..policy import Policy
 from ..rules import catalog, load_data
 
-FORMATS = ("pdf", "json", "html")
-
 
 @functools.lru_cache(maxsize=None)
 def _mapping() -> dict:

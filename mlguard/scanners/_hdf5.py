@@ -232,7 +232,8 @@ def _attribute(f: _File, start: int, end: int, names: Collection[str] | None, ou
 def _elements(f: _File, at: int, size: int) -> int:
     """Number of elements of the dataspace message at ``at``."""
     c = _Cursor(f, at, at + size)
-    version, rank, _flags = c.uint(1), c.uint(1), c.uint(1)
+    version, rank = c.uint(1), c.uint(1)
+    c.skip(1)  # flags
     if version == 1:
         c.skip(5)  # reserved
         kind = 1 if rank else 0
