@@ -8,6 +8,9 @@ it does not parse, a conservative lexical check runs on the text.
 from __future__ import annotations
 
 import re
+from typing import Iterator
+
+from .interface import ScanContext
 
 MAX_TEMPLATE = 1 << 20
 """Characters of a template analysed."""
@@ -61,3 +64,20 @@ def _const(node) -> str | None:
 
 def _lexical(text: str) -> list[str]:
     return sorted({m.group(0) for m in _LEXICAL.finditer(text)})
+
+
+def template_findings(ctx: ScanContext, where, key: str, template, offset: int | None = None,
+                      line: int | None = None) -> Iterator:
+    """Findings for one chat template (GGUF metadata, Hugging Face tokenizer configs and ``.jinja`` files)."""
+    if not isinstance(template, str):
+        return
+    reached, error = findings(template)
+    preview = template[:120] + ("…" if len(template) > 120 else "")
+    if reached:
+        yield ctx.finding(where, "chat-template-injection",
+                          f"{key} reaches Python internals ({', '.join(reached)}): a sandbox escape when rendered",
+                          offset=offset, line=line, snippet=preview, evidence={"key": key, "reached": reached},
+                          key=key)
+    elif error:
+        yield ctx.finding(where, "chat-template-unparsable", f"{key} is not a valid Jinja2 template ({error})",
+                          offset=offset, line=line, snippet=preview, evidence={"key": key}, key=key)

@@ -6,7 +6,8 @@ from typing import Iterator
 from .. import engine
 from ..findings import Finding
 from ..sniff import Format
-from . import _chat_template, _trailing as trailing
+from . import _trailing as trailing
+from ._chat_template import template_findings
 from .interface import Artifact, Option, ScanContext
 
 GGML_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
@@ -91,23 +92,6 @@ def _layout(t: dict, expected: int, alignment: int) -> tuple[str | None, int]:
         return (f"data offset {t['offset']:,}, but the data of the tensors before it ends (aligned to "
                 f"{alignment}) at {expected:,}"), 0
     return None, numel // block * block_bytes
-
-
-def template_findings(ctx: ScanContext, where, key: str, template, offset: int | None = None,
-                      line: int | None = None) -> Iterator:
-    """Findings for one chat template (shared with the Hugging Face config scanner)."""
-    if not isinstance(template, str):
-        return
-    reached, error = _chat_template.findings(template)
-    preview = template[:120] + ("…" if len(template) > 120 else "")
-    if reached:
-        yield ctx.finding(where, "chat-template-injection",
-                          f"{key} reaches Python internals ({', '.join(reached)}): a sandbox escape when rendered",
-                          offset=offset, line=line, snippet=preview, evidence={"key": key, "reached": reached},
-                          key=key)
-    elif error:
-        yield ctx.finding(where, "chat-template-unparsable", f"{key} is not a valid Jinja2 template ({error})",
-                          offset=offset, line=line, snippet=preview, evidence={"key": key}, key=key)
 
 
 SCANNER = GGUFScanner()

@@ -17,7 +17,7 @@ from typing import Iterator
 from ..findings import Finding
 from ..sniff import Format
 from ._json_lines import key_line
-from .gguf import template_findings
+from ._chat_template import template_findings
 from .interface import Artifact, Option, ScanContext
 
 MAX_JSON = 16 << 20

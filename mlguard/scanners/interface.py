@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import mmap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
 from ..findings import Finding, Location, ScanError, Severity, fingerprint
