@@ -262,7 +262,7 @@ def test_nesting_is_bounded():
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
-def test_every_truncation_of_a_small_file(tmp_path, kind):
+def test_every_truncation_of_a_small_safetensors_file(tmp_path, kind):
     np = pytest.importorskip("numpy")
     path = tmp_path / "s.safetensors"
     if kind == "numpy":
@@ -504,7 +504,7 @@ def test_floats_round_trip_and_bools_are_bools():
     assert all(type(v) is bool for v in values[-5:-1] + values[-1])
 
 
-def test_every_truncation_of_a_small_file(tmp_path):
+def test_every_truncation_of_a_small_gguf_file(tmp_path):
     data = g_write(tmp_path / "m.gguf").read_bytes()
     head = g_facts(data)["data_start"]
     for cut in range(head + 2):
