@@ -52,7 +52,7 @@ def pdf_text(data: bytes) -> str:
 def test_pdf_holds_verdict_controls_evidence_appendix_and_digest(standard, demo_result):
     data = evidence(demo_result, standard, Policy())
     text = pdf_text(render(data, "pdf"))
-    assert f"Verdict: FAIL" in text and standards()[standard] in text
+    assert "Verdict: FAIL" in text and standards()[standard] in text
     for control in CONTROLS[standard]:
         assert control in text
     assert "not a conformity assessment" in text                  # the caveat

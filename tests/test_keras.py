@@ -2,7 +2,6 @@
 modules are reported, in .keras zips and legacy HDF5 files."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile

@@ -1,7 +1,5 @@
 from pathlib import Path
 
-import pytest
-
 from mlguard.findings import Severity
 from mlguard.rules import catalog, load_data
 from mlguard.rules.docs import DOC_PATH, render

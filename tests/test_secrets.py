@@ -362,7 +362,7 @@ def test_tokenizer_vocabularies_are_skipped():
 
 
 def test_lock_files_get_shape_rules_only():
-    lock = (f'[[package]]\nname = "wandb"\nversion = "0.17.0"\nsource = {{ registry = "https://pypi.org/simple" }}\n'
+    lock = ('[[package]]\nname = "wandb"\nversion = "0.17.0"\nsource = { registry = "https://pypi.org/simple" }\n'
             'sdist = { url = "https://files.pythonhosted.org/wandb-0.17.0.tar.gz", '
             'hash = "sha256:' + "ab12" * 16 + '" }\n'
             f'api_key = "{fill("{alnum:32}", random.Random(8))}"\n')
