@@ -226,7 +226,7 @@ impl<'a> Parser<'a> {
 
     /// A syntax error at `at` ("unexpected end" when that is the end of the header).
     fn fail<T>(&self, at: usize, reason: &'static str) -> Result<T, Stop> {
-        Err(Stop::Syntax(at, if at >= self.text.as_bytes().len() { "unexpected end" } else { reason }))
+        Err(Stop::Syntax(at, if at >= self.text.len() { "unexpected end" } else { reason }))
     }
 
     /// `text[a..b]`; the parser only cuts at ASCII bytes, which are character boundaries.
@@ -255,7 +255,7 @@ impl<'a> Parser<'a> {
             Err(self.value(0)?.kind())
         };
         self.skip_ws();
-        if self.pos < self.text.as_bytes().len() {
+        if self.pos < self.text.len() {
             return self.fail(self.pos, "trailing characters");
         }
         Ok(top)
