@@ -160,7 +160,7 @@ def test_bytes_like_inputs(tmp_path):
     (r"(?P<secret>a{2}+)", "possessive"),
     (r"(a)", "secret"),
     (r"(?P<token>a)", "secret"),
-    (r"(?P<secret>a)(?P<secret>b)", "redefinition"),
+    (r"(?P<secret>a)(?P<secret>b)", "redefinition|duplicate capture group name"),
     (r"(?P<secret>a)$", r"\$"),
     (r"\<(?P<secret>a)", "word-boundary"),
     (r"(?P<secret>a{ 2})", "escaped"),
@@ -169,7 +169,7 @@ def test_bytes_like_inputs(tmp_path):
     (r"(?x)(?P<secret>[a b])", "flags"),
     (r"(?P<secret>\p{L})", "escape"),
     (r"(?P<secret>é)", "non-ASCII"),
-    (r"(?P<secret>a", "missing"),
+    (r"(?P<secret>a", "missing|unclosed group"),
     ("(?:" * 300 + "(?P<secret>a)" + ")" * 300, "native engine"),
     (r"(?P<secret>(?:\w{1000}){1000})", "native engine"),
     (r"(?P<secret>a)+", "repeated"),
@@ -177,9 +177,22 @@ def test_bytes_like_inputs(tmp_path):
     (r"(?P<secret>(?:\b|a){1,3})\B", "empty string"),
     (r"(?P<secret>(?:a|)*b)", "empty string"),
 ])
-def test_unportable_patterns_are_refused_naming_the_rule(pattern, why):
-    with pytest.raises(ValueError, match=f"secret rule 'bad-rule'.*{why}"):
+@pytest.mark.parametrize("forced", ["", "python"])
+def test_unportable_patterns_are_refused_naming_the_rule(pattern, why, forced, monkeypatch):
+    """Refused when the rule set is made, whichever engine runs (Rust's parser or Python's words the reason)."""
+    monkeypatch.setenv("MLGUARD_ENGINE", forced)
+    with pytest.raises(ValueError, match=f"(?s)secret rule 'bad-rule'.*({why})"):
         SecretRuleSet([SecretRule("good", ("a",), r"(?P<secret>a)"), SecretRule("bad-rule", ("a",), pattern)])
+
+
+def test_regexes_compile_on_first_use_and_the_pure_engine_checks_with_re():
+    """A rule set checks every pattern up front but compiles none; the pure engine is made (and re-checks the
+    patterns with ``re``) only when first used."""
+    ruleset = rules((("k",), r"k(?P<secret>\w+)"), (("q",), r"q(?P<secret>\d+)"))
+    assert ruleset._pure is None
+    assert engine.secret_matches(b"k abc", ruleset, engine="native") == []
+    assert [m["rule"] for m in engine.secret_matches(b"kabc q12", ruleset, engine="python")] == [0, 1]
+    assert ruleset._pure is not None
 
 
 @pytest.mark.parametrize("fields", [

@@ -668,11 +668,14 @@ class SecretRule:
 
 
 class SecretRuleSet:
-    """Secret rules compiled once for many :func:`secret_matches` calls (safe to share by threads).
+    """Secret rules checked once for many :func:`secret_matches` calls (safe to share by threads).
 
-    Each pattern is checked against the portable subset and compiled by Python ``re`` and, when
-    the extension can be imported, by Rust ``regex``: a ValueError naming the rule's id is raised
-    if it leaves the subset, does not compile in one of them, or has no ``secret`` group.
+    Each pattern is checked against the portable subset and parsed, by Rust ``regex``'s parser when
+    the extension can be imported, else by Python ``re``'s: a ValueError naming the rule's id is
+    raised if it leaves the subset, does not parse, has no ``secret`` group or repeats what can
+    match the empty string. Each engine compiles a rule's regex when a search first needs it (and
+    the pure engine re-checks the patterns with ``re`` when it is first used): a scan pays only
+    for the rules whose keywords it meets.
     """
 
     def __init__(self, rules: Sequence[SecretRule]) -> None:
@@ -681,18 +684,36 @@ class SecretRuleSet:
         for rule in self.rules:
             if not isinstance(rule, SecretRule):
                 raise TypeError(f"rules must be SecretRule objects, not {type(rule).__name__}")
-        specs = [(list(r.keywords), r.pattern, r.window, r.min_entropy) for r in self.rules]
+        self._specs = [(list(r.keywords), r.pattern, r.window, r.min_entropy) for r in self.rules]
+        self._pure = None
+        self._native = None
         native = _load_native()
-        by = ""
-        try:    # both raise ValueError(rule index, message)
-            self._pure = pure_secrets.Compiled(specs)
-            by = " by the native engine (Rust regex)"
-            self._native = native.SecretRules(specs) if hasattr(native, "SecretRules") else None
-        except ValueError as exc:
-            index, message = exc.args
-            rule = self.rules[index]
-            raise ValueError(f"secret rule {rule.id!r}: pattern {rule.pattern!r} is refused{by}: "
-                             f"{message}") from None
+        if hasattr(native, "SecretRules"):
+            for i, (_, pattern, _, _) in enumerate(self._specs):
+                try:
+                    pure_secrets.check_pattern(pattern)
+                except ValueError as exc:
+                    raise self._refused(i, str(exc)) from None
+            try:
+                self._native = native.SecretRules(self._specs)
+            except ValueError as exc:
+                raise self._refused(*exc.args, by=" by the native engine (Rust regex)") from None
+        if self._native is None or _forced() == "python":
+            self.pure()
+
+    def pure(self):
+        """The pure engine's compiled form (checked with ``re`` on first use)."""
+        if self._pure is None:  # a race only compiles twice
+            from .pure import secrets as pure_secrets  # noqa: PLC0415 - only when needed
+            try:
+                self._pure = pure_secrets.Compiled(self._specs)
+            except ValueError as exc:
+                raise self._refused(*exc.args) from None
+        return self._pure
+
+    def _refused(self, index: int, message: str, by: str = "") -> ValueError:
+        rule = self.rules[index]
+        return ValueError(f"secret rule {rule.id!r}: pattern {rule.pattern!r} is refused{by}: {message}")
 
 
 def secret_matches(data, ruleset: SecretRuleSet, *, max_matches: int = 100_000,
@@ -720,7 +741,8 @@ def secret_matches(data, ruleset: SecretRuleSet, *, max_matches: int = 100_000,
     At most ``max_matches`` results: the first ones in (start, rule) order (a result of exactly
     ``max_matches`` items may have been cut). Memory does not grow with ``data`` or with the
     number of keyword hits. The native engine releases the GIL for the whole search. Never
-    raises because of the content of ``data``.
+    raises because of the content of ``data`` (a rule whose regex does not compile when first needed raises
+    ValueError naming the rule).
     """
     if not isinstance(ruleset, SecretRuleSet):
         raise TypeError(f"ruleset must be a SecretRuleSet, not {type(ruleset).__name__}")
@@ -728,9 +750,12 @@ def secret_matches(data, ruleset: SecretRuleSet, *, max_matches: int = 100_000,
         raise ValueError(f"max_matches must be an int in [0, 2**63), not {max_matches!r}")
     data = _byte_buffer(data)
     if _choose(engine) == "native" and ruleset._native is not None:
-        return ruleset._native.find(data, max_matches)
+        try:
+            return ruleset._native.find(data, max_matches)
+        except ValueError as exc:  # a regex past the regex crate's limits, met on first use
+            raise ruleset._refused(*exc.args, by=" by the native engine (Rust regex)") from None
     from .pure import secrets as pure_secrets  # noqa: PLC0415 - only when needed
-    return pure_secrets.find(data, ruleset._pure, max_matches)
+    return pure_secrets.find(data, ruleset.pure(), max_matches)
 
 
 # ------------------------------------------------------------------ safetensors and GGUF headers ----

@@ -698,7 +698,8 @@ mod bindings {
         /// find(data, max_matches) -> list[dict]
         ///
         /// The matches in a bytes-like object; see `mlguard.engine.secret_matches`. The GIL is
-        /// released for the whole search.
+        /// released for the whole search. Raises `ValueError(rule_index, message)` when a rule's
+        /// regex, compiled on first use, does not compile.
         fn find<'py>(
             &self,
             py: Python<'py>,
@@ -707,7 +708,9 @@ mod bindings {
         ) -> PyResult<Bound<'py, PyList>> {
             let input = Input::new(data)?;
             let slice: &[u8] = input.as_slice();
-            let matches = py.detach(|| self.0.find(slice, max_matches));
+            let matches = py
+                .detach(|| self.0.find(slice, max_matches))
+                .map_err(|e| PyValueError::new_err((e.rule, e.message)))?;
             drop(input);
             let out = PyList::empty(py);
             for m in &matches {

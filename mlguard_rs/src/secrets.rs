@@ -25,6 +25,11 @@
 //! Regexes are `regex::bytes` with Unicode disabled: `\w`, `\d`, `\s`, `\b` and case folding are
 //! ASCII, `.` is any byte but `\n`; the search is linear in the window whatever the pattern.
 //!
+//! A rule set checks every pattern when it is made (parsed as `regex` parses it, a `secret`
+//! group, no repetition of what can match the empty string, at most [`MAX_PIECES`] once counted
+//! repetitions are expanded), but compiles a rule's regex only when a window first needs it: most
+//! files meet the keywords of few rules, and compiling all ~70 bundled regexes costs ~15 ms.
+//!
 //! Speed: the keyword scan dominates. The automaton is built as a full DFA (a few hundred KiB for
 //! ~100 keywords), about 3x faster than the default NFA; with many case-insensitive keywords no
 //! SIMD prefilter applies, so it runs at DFA speed (~350-450 MB/s), and at memory speed when the
@@ -32,7 +37,13 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
+use regex_syntax::ast::{self, Ast};
 use std::fmt;
+use std::sync::OnceLock;
+
+/// Most pieces (literals, classes, assertions, groups) a pattern may have once its counted
+/// repetitions are expanded: bounds what compiling it can cost (`(?:\w{1000}){1000}` is refused).
+pub const MAX_PIECES: u64 = 100_000;
 
 /// One rule as given: keywords (ASCII, matched case-insensitively), a pattern with a named
 /// group `secret`, the window in bytes around each keyword hit, the entropy to report.
@@ -71,7 +82,10 @@ impl fmt::Display for RuleError {
 impl std::error::Error for RuleError {}
 
 struct Compiled {
-    regex: Regex,
+    pattern: String,
+    /// Built on first use: the regex, or why it does not compile.
+    regex: OnceLock<Result<Regex, String>>,
+    /// Index of the `secret` group.
     secret: usize,
     window: usize,
     min_entropy: f64,
@@ -95,16 +109,10 @@ impl RuleSet {
             if rule.keywords.is_empty() || rule.keywords.iter().any(|k| k.is_empty()) {
                 return Err(err("needs at least one keyword, none empty".into()));
             }
-            let regex = RegexBuilder::new(&rule.pattern)
-                .unicode(false)
-                .build()
-                .map_err(|e| err(e.to_string()))?;
-            let secret = regex
-                .capture_names()
-                .position(|n| n == Some("secret"))
-                .ok_or_else(|| err("the pattern has no group named `secret`".into()))?;
+            let secret = check(&rule.pattern).map_err(err)?;
             compiled.push(Compiled {
-                regex,
+                pattern: rule.pattern.clone(),
+                regex: OnceLock::new(),
                 secret,
                 window: rule.window,
                 min_entropy: rule.min_entropy,
@@ -156,20 +164,18 @@ impl RuleSet {
         })
     }
 
-    /// The matches of every rule in `data`, sorted by (start, rule); at most `max_matches`.
-    pub fn find(&self, data: &[u8], max_matches: usize) -> Vec<Match> {
+    /// The matches of every rule in `data`, sorted by (start, rule); at most `max_matches`. An
+    /// error only when a rule's regex, compiled on first use, exceeds the regex crate's limits
+    /// (which [`MAX_PIECES`] keeps patterns well below).
+    pub fn find(&self, data: &[u8], max_matches: usize) -> Result<Vec<Match>, RuleError> {
         let mut kept = Kept {
             max: max_matches,
             matches: Vec::new(),
         };
         if max_matches == 0 {
-            return kept.matches;
+            return Ok(kept.matches);
         }
-        let mut locs: Vec<CaptureLocations> = self
-            .rules
-            .iter()
-            .map(|r| r.regex.capture_locations())
-            .collect();
+        let mut locs: Vec<Option<CaptureLocations>> = vec![None; self.rules.len()];
         let mut pending: Vec<Option<(usize, usize)>> = vec![None; self.rules.len()];
         let n = data.len();
         let mut at = 0;
@@ -185,7 +191,7 @@ impl RuleSet {
                     Some((_, end)) if a <= *end => *end = (*end).max(b),
                     slot => {
                         if let Some((ws, we)) = slot.replace((a, b)) {
-                            self.search(r, data, ws, we, &mut locs[r], &mut kept);
+                            self.search(r, data, ws, we, &mut locs[r], &mut kept)?;
                         }
                     }
                 }
@@ -194,10 +200,10 @@ impl RuleSet {
         }
         for (r, slot) in pending.iter().enumerate() {
             if let Some((ws, we)) = *slot {
-                self.search(r, data, ws, we, &mut locs[r], &mut kept);
+                self.search(r, data, ws, we, &mut locs[r], &mut kept)?;
             }
         }
-        kept.finish()
+        Ok(kept.finish())
     }
 
     fn search(
@@ -206,14 +212,29 @@ impl RuleSet {
         data: &[u8],
         ws: usize,
         we: usize,
-        locs: &mut CaptureLocations,
+        locs: &mut Option<CaptureLocations>,
         kept: &mut Kept,
-    ) {
+    ) -> Result<(), RuleError> {
         let rule = &self.rules[r];
+        let regex = rule
+            .regex
+            .get_or_init(|| {
+                RegexBuilder::new(&rule.pattern)
+                    .unicode(false)
+                    .size_limit(64 << 20)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|message| RuleError {
+                rule: r,
+                message: message.clone(),
+            })?;
+        let locs = locs.get_or_insert_with(|| regex.capture_locations());
         let hay = &data[..we];
         let mut pos = ws;
         while pos < we {
-            let Some(m) = rule.regex.captures_read_at(locs, hay, pos) else {
+            let Some(m) = regex.captures_read_at(locs, hay, pos) else {
                 break;
             };
             if m.start() == m.end() {
@@ -235,7 +256,115 @@ impl RuleSet {
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// Checks a pattern as [`RuleSet::new`] documents, without compiling it; returns the index of its
+/// `secret` group.
+fn check(pattern: &str) -> Result<usize, String> {
+    let ast = ast::parse::Parser::new()
+        .parse(pattern)
+        .map_err(|e| e.to_string())?;
+    regex_syntax::hir::translate::TranslatorBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .translate(pattern, &ast)
+        .map_err(|e| e.to_string())?;
+    let facts = facts(&ast);
+    if facts.repeats_empty {
+        return Err(
+            "a group repeated more than once can match the empty string (the engines \
+                    treat its empty iterations differently)"
+                .into(),
+        );
+    }
+    if facts.pieces > MAX_PIECES {
+        return Err(format!(
+            "the pattern expands to more than {MAX_PIECES} pieces once its repetitions are counted"
+        ));
+    }
+    facts
+        .secret
+        .ok_or_else(|| "the pattern has no group named `secret`".into())
+}
+
+/// What [`check`] needs to know of a parsed pattern.
+struct Facts {
+    /// Shortest match length: 0 when it can match the empty string.
+    min_len: u64,
+    /// Pieces once counted repetitions are expanded (saturating).
+    pieces: u64,
+    /// Whether something that can match the empty string is repeated up to more than once.
+    repeats_empty: bool,
+    /// The capture index of the group named `secret`.
+    secret: Option<usize>,
+}
+
+fn facts(node: &Ast) -> Facts {
+    let leaf = |min_len| Facts {
+        min_len,
+        pieces: 1,
+        repeats_empty: false,
+        secret: None,
+    };
+    match node {
+        Ast::Empty(_) | Ast::Flags(_) => Facts {
+            pieces: 0,
+            ..leaf(0)
+        },
+        Ast::Assertion(_) => leaf(0),
+        Ast::Literal(_) | Ast::Dot(_) | Ast::ClassUnicode(_) | Ast::ClassPerl(_) => leaf(1),
+        Ast::ClassBracketed(_) => leaf(1),
+        Ast::Group(g) => {
+            let mut f = facts(&g.ast);
+            f.pieces = f.pieces.saturating_add(1);
+            if let ast::GroupKind::CaptureName { name, .. } = &g.kind {
+                if name.name == "secret" {
+                    f.secret = Some(name.index as usize);
+                }
+            }
+            f
+        }
+        Ast::Repetition(rep) => {
+            let f = facts(&rep.ast);
+            let (min, max) = match &rep.op.kind {
+                ast::RepetitionKind::ZeroOrOne => (0, Some(1)),
+                ast::RepetitionKind::ZeroOrMore => (0, None),
+                ast::RepetitionKind::OneOrMore => (1, None),
+                ast::RepetitionKind::Range(ast::RepetitionRange::Exactly(n)) => (*n, Some(*n)),
+                ast::RepetitionKind::Range(ast::RepetitionRange::AtLeast(n)) => (*n, None),
+                ast::RepetitionKind::Range(ast::RepetitionRange::Bounded(m, n)) => (*m, Some(*n)),
+            };
+            let copies = u64::from(max.unwrap_or(min).max(min)).saturating_add(1);
+            Facts {
+                min_len: f.min_len.saturating_mul(u64::from(min)),
+                pieces: f.pieces.saturating_mul(copies),
+                repeats_empty: f.repeats_empty || (max.is_none_or(|m| m > 1) && f.min_len == 0),
+                secret: f.secret,
+            }
+        }
+        Ast::Alternation(alt) => combine(alt.asts.iter().map(facts), |a, b| a.min(b)),
+        Ast::Concat(cat) => combine(cat.asts.iter().map(facts), |a, b| a.saturating_add(b)),
+    }
+}
+
+/// The facts of a concatenation or an alternation of `parts`, their `min_len` folded by `min_len`.
+fn combine(parts: impl Iterator<Item = Facts>, min_len: impl Fn(u64, u64) -> u64) -> Facts {
+    parts
+        .reduce(|a, b| Facts {
+            min_len: min_len(a.min_len, b.min_len),
+            pieces: a.pieces.saturating_add(b.pieces),
+            repeats_empty: a.repeats_empty || b.repeats_empty,
+            secret: a.secret.or(b.secret),
+        })
+        .unwrap_or(Facts {
+            min_len: 0,
+            pieces: 0,
+            repeats_empty: false,
+            secret: None,
+        })
 }
 
 /// The matches found so far, cut back to the first `max` in (start, rule) order whenever they
@@ -303,6 +432,7 @@ mod tests {
 
     fn spans(set: &RuleSet, data: &[u8]) -> Vec<(usize, usize, usize, usize, usize)> {
         set.find(data, 1000)
+            .unwrap()
             .iter()
             .map(|m| (m.rule, m.start, m.end, m.secret_start, m.secret_end))
             .collect()
@@ -362,10 +492,10 @@ mod tests {
         // "aab" matches with the group, the empty match before `c` is skipped, "a" without group
         assert_eq!(spans(&set, b"aabca"), vec![(0, 0, 3, 2, 3)]);
         let set = RuleSet::new(&[rule(&["="], r"=(?P<secret>\w+)", 40, 2.0)]).unwrap();
-        let found = set.find(b"x=aaaaaaaa y=abcd", 10);
+        let found = set.find(b"x=aaaaaaaa y=abcd", 10).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].start, found[0].entropy), (12, 2.0));
-        assert_eq!(set.find(b"y=abc", 10), vec![]); // log2(3) < 2
+        assert_eq!(set.find(b"y=abc", 10).unwrap(), vec![]); // log2(3) < 2
     }
 
     #[test]
@@ -386,12 +516,12 @@ mod tests {
         ])
         .unwrap();
         let data = b"x.".repeat(1000);
-        let found = set.find(&data, 5);
+        let found = set.find(&data, 5).unwrap();
         let got: Vec<_> = found.iter().map(|m| (m.start, m.rule)).collect();
         assert_eq!(got, vec![(0, 0), (0, 1), (2, 0), (2, 1), (4, 0)]);
-        assert_eq!(set.find(&data, 0), vec![]);
-        assert_eq!(set.find(b"", 5), vec![]);
-        assert_eq!(RuleSet::new(&[]).unwrap().find(&data, 5), vec![]);
+        assert_eq!(set.find(&data, 0).unwrap(), vec![]);
+        assert_eq!(set.find(b"", 5).unwrap(), vec![]);
+        assert_eq!(RuleSet::new(&[]).unwrap().find(&data, 5).unwrap(), vec![]);
     }
 
     #[test]
@@ -405,6 +535,36 @@ mod tests {
         );
         assert_eq!(err(rule(&[], r"(?P<secret>a)", 0, 0.0)).rule, 1);
         assert_eq!(err(rule(&[""], r"(?P<secret>a)", 0, 0.0)).rule, 1);
+        // checked without compiling: empty iterations, size, syntax
+        for pattern in [
+            r"(?P<secret>(?:a|)*b)",
+            r"(?P<secret>(?:\b|a){1,3})",
+            r"(?:(?P<secret>)x?)+",
+        ] {
+            assert!(
+                err(rule(&["a"], pattern, 0, 0.0))
+                    .message
+                    .contains("empty string"),
+                "{pattern}"
+            );
+        }
+        assert!(err(rule(&["a"], r"(?P<secret>(?:\w{1000}){1000})", 0, 0.0))
+            .message
+            .contains("pieces"));
+        assert!(err(rule(&["a"], r"(?P<secret>\p{L})", 0, 0.0))
+            .message
+            .contains("Unicode"));
+        assert_eq!(err(rule(&["a"], r"(?P<secret>a", 0, 0.0)).rule, 1);
+        // what passes the check compiles, and only when a window needs it
+        let set = RuleSet::new(&[
+            ok.clone(),
+            rule(&["zz"], r"(?P<secret>[a-z]{2000})", 0, 0.0),
+        ])
+        .unwrap();
+        assert!(set.rules[1].regex.get().is_none());
+        assert_eq!(set.find(b"zz", 5).unwrap(), vec![]);
+        assert!(matches!(set.rules[1].regex.get(), Some(Ok(_))));
+        assert!(set.rules[0].regex.get().is_none());
     }
 
     #[test]
