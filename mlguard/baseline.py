@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+import os
 
 from .findings import ScanResult
 
@@ -31,10 +31,11 @@ def create(result: ScanResult) -> str:
                       ensure_ascii=False) + "\n"
 
 
-def load(path: str | Path) -> frozenset[str]:
+def load(path: str | os.PathLike) -> frozenset[str]:
     """The fingerprints a baseline file accepts."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            data = json.loads(f.read())
     except OSError as exc:
         raise BaselineError(f"{path}: cannot read baseline: {exc.strerror or exc}") from None
     except ValueError as exc:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .findings import Severity
@@ -42,11 +42,12 @@ class Config:
     """The file this configuration came from, if any."""
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | os.PathLike) -> "Config":
         """Read and validate a configuration file."""
-        path = Path(path)
+        path = os.fspath(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read configuration: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
@@ -58,16 +59,16 @@ class Config:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
             raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-        return cls.from_mapping(data or {}, source=str(path))
+        return cls.from_mapping(data or {}, source=path)
 
     @classmethod
-    def discover(cls, root: str | Path) -> "Config":
+    def discover(cls, root: str | os.PathLike) -> "Config":
         """The configuration file at the scan root (or beside a scanned file), or the defaults."""
-        root = Path(root)
-        folder = root if root.is_dir() else root.parent
+        root = os.fspath(root)
+        folder = root if os.path.isdir(root) else os.path.dirname(root)
         for name in CONFIG_NAMES:
-            candidate = folder / name
-            if candidate.is_file():
+            candidate = os.path.join(folder, name)
+            if os.path.isfile(candidate):
                 return cls.load(candidate)
         return cls()
 

@@ -21,10 +21,7 @@ Bounded in nesting depth, members per archive and decompressed bytes per top-lev
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
-import tarfile
+import functools
 import zlib
 from typing import BinaryIO, Iterator, NamedTuple
 
@@ -37,9 +34,16 @@ from .interface import Artifact, Option, ScanContext
 _COMPRESSED = {Format.GZIP: ".gz", Format.BZIP2: ".bz2", Format.XZ: ".xz", Format.LZMA: ".lzma", Format.ZLIB: ".z"}
 _CONTAINERS = frozenset({Format.ZIP, Format.TAR, Format.SEVENZIP, *_COMPRESSED})
 _SKIP = frozenset({Format.BINARY, Format.EMPTY})
-_ERRORS = (tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError, OverflowError,
-           RuntimeError, NotImplementedError, ValueError, IndexError, KeyError, MemoryError)
-"""What the standard library (and py7zr) raise on corrupt archives: reported as ``archive-malformed``."""
+
+
+@functools.cache
+def _errors() -> tuple[type[BaseException], ...]:
+    """What the standard library (and py7zr) raise on corrupt archives: reported as ``archive-malformed``.
+    (The tar and lzma modules, like gzip and bz2, are imported only for an archive that needs them.)"""
+    import lzma  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+    return (tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError, OverflowError,
+            RuntimeError, NotImplementedError, ValueError, IndexError, KeyError, MemoryError)
 
 _STORED, _DEFLATED = 0, 8
 _METHODS = {0: "stored", 1: "shrunk", 6: "imploded", 8: "deflate", 9: "deflate64", 12: "bzip2", 14: "lzma",
@@ -162,19 +166,20 @@ class ArchiveScanner:
                 yield from self._sevenzip(artifact, ctx, opts)
             elif fmt in _COMPRESSED:
                 yield from self._compressed(artifact, ctx, opts)
-        except _ERRORS as exc:
+        except _errors() as exc:
             yield ctx.finding(artifact, "archive-malformed", f"{fmt.value} cannot be read: {exc}",
                               evidence={"format": fmt.value, "error": type(exc).__name__})
         for emb in embedded:
             try:
                 yield from _ZipScan(artifact, ctx, opts, host=emb).run()
-            except _ERRORS as exc:
+            except _errors() as exc:
                 yield ctx.finding(artifact, "archive-malformed", f"embedded zip cannot be read: {exc}",
                                   evidence={"format": "zip", "error": type(exc).__name__}, key="embedded")
 
     # ------------------------------------------------------------------ tar, 7z, compressed streams
 
     def _tar(self, artifact: Artifact, ctx: ScanContext, opts) -> Iterator[Finding | None]:
+        import tarfile  # noqa: PLC0415 - see _errors()
         with tarfile.open(fileobj=artifact.stream(), mode="r:") as tf:
             count = 0
             for info in tf:
@@ -227,7 +232,7 @@ class ArchiveScanner:
             yield ctx.finding(artifact, "archive-unscannable", f"7z archive uses an unsupported method: {exc}",
                               evidence={"format": "7z", "reason": "method"})
             return
-        except (py7zr.exceptions.ArchiveError, *_ERRORS) as exc:
+        except (py7zr.exceptions.ArchiveError, *_errors()) as exc:
             yield ctx.finding(artifact, "archive-malformed", f"7z cannot be read: {exc}",
                               evidence={"format": "7z", "error": type(exc).__name__})
             return
@@ -244,13 +249,16 @@ class ArchiveScanner:
         suffix = _COMPRESSED[fmt]
         name = artifact.name[:-len(suffix)] if artifact.name.lower().endswith(suffix) else artifact.name
         if fmt is Format.GZIP:
+            import gzip  # noqa: PLC0415 - see _errors()
             reader = gzip.GzipFile(fileobj=raw)
         elif fmt is Format.BZIP2:
+            import bz2  # noqa: PLC0415
             reader = bz2.BZ2File(raw)
         elif fmt is Format.ZLIB:
             raw.seek(sniffed.offset)  # joblib's old z-files: the stream follows a "ZF" header
             reader = _ZlibReader(raw)
         else:
+            import lzma  # noqa: PLC0415
             reader = lzma.LZMAFile(raw, format=lzma.FORMAT_XZ if fmt is Format.XZ else lzma.FORMAT_ALONE)
         yield from _member(artifact, ctx, name or "data", reader, opts)
 
@@ -311,7 +319,7 @@ class _ZipScan:
             for method, csize, usize, crc, where in variants:
                 try:
                     yield from self._read_member(buf, m, method, csize, usize, crc, where, is_tensor)
-                except _ERRORS as exc:
+                except _errors() as exc:
                     yield ctx.finding(_Where(artifact.path, where), "archive-malformed",
                                       f"member {name!r} cannot be read: {exc}",
                                       evidence={"format": "zip", "error": type(exc).__name__}, key=f"read:{where}")

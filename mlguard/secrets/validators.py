@@ -19,7 +19,6 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
-from urllib.parse import unquote
 
 from ..findings import Severity
 
@@ -184,6 +183,7 @@ def password_literal(secret: str, match: str) -> Verdict | None:
 def url_credentials(secret: str, match: str) -> Verdict | None:
     """``scheme://user:password@host``: placeholder passwords and documentation hosts are dropped, local
     hosts lowered to low."""
+    from urllib.parse import unquote  # noqa: PLC0415 - urllib (and ipaddress) only when a URL is met
     password = unquote(secret)
     if password.lower() in _COMMON_PASSWORDS or password.startswith(("$", "%")):
         return None
