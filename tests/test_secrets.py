@@ -192,13 +192,13 @@ def test_every_pattern_compiles_in_both_engines(rule_id):
     assert "secret" in re.compile(rule.pattern.encode()).groupindex
     ruleset = SecretRuleSet([SecretRule(rule.id, rule.keywords, rule.pattern, rule.window, rule.min_entropy)])
     try:
-        secret_matches(b"", ruleset, engine="native")   # loads the extension (its patterns compiled above)
+        secret_matches(b"", ruleset, engine="native")   # loads the extension
     except ImportError as exc:
         pytest.skip(f"native engine unavailable, only Python re was checked: {exc}")
     if not hasattr(sys.modules["mlguard_rs"], "SecretRules"):
         pytest.skip("native engine built without secret rules: only Python re was checked")
-    text = example(rule_id)[0].encode()
-    assert secret_matches(text, ruleset, engine="native") == secret_matches(text, ruleset, engine="python")
+    text = example(rule_id)[0].encode()   # has the rule's keyword: each engine compiles the regex for it
+    assert secret_matches(text, ruleset, engine="native") == secret_matches(text, ruleset, engine="python") != []
 
 
 @pytest.mark.parametrize("rule_id", sorted(RULES))
