@@ -152,6 +152,8 @@ class _Validator:
         expected = {"int": int, "bool": bool, "str": str}[kind]
         if not isinstance(value, expected) or (kind == "int" and isinstance(value, bool)):
             raise self.fail(key, f"expected {kind}, got {value!r}")
+        if kind == "int" and not 0 <= value < 2**63:  # every int option is a count or a size
+            raise self.fail(key, f"expected a count from 0 to 2**63 - 1, got {value!r}")
         return value
 
     def rules(self, value: Any) -> tuple[dict[str, Severity], frozenset[str]]:

@@ -65,6 +65,7 @@ def test_prior_art_alias_rule_ids_override_the_current_rule(tmp_path):
     ("include: 3\n", ["include", "list of strings"]),
     ("pickle:\n  allow: [x]\n", ["pickle.allow", "allow_globals"]),
     ("pickle:\n  max_opcodes: lots\n", ["pickle.max_opcodes", "int"]),
+    ("pickle:\n  max_memo: -1\n", ["pickle.max_memo", "count", "-1"]),
     ("runtime:\n  mode: block\n", ["runtime.mode", "enforce"]),
     ("max_file_size: huge\n", ["max_file_size", "huge"]),
     ("trusted_sha256: [abc]\n", ["trusted_sha256", "abc"]),

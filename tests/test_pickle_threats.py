@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from mlguard import Severity, scan_bytes
+from mlguard import Severity, scan_bytes, scan_tree
 from tests.conftest import malicious_pickle
 from tests.pickle_asm import Asm, call
 
@@ -246,3 +246,24 @@ def test_joblib_array_bytes_that_plain_pickle_runs_are_found(tmp_path):
     data = data[:start] + payload + data[span["offset"] + span["length"]:]
     hits = [f for f in findings(data, "a.joblib") if f.rule_id == "pickle-dangerous-global"]
     assert hits and hits[0].evidence["module"] == "os"
+
+
+@pytest.mark.parametrize("limit, option, value", [("opcodes", "max_opcodes", 1_000), ("memo", "max_memo", 100)])
+def test_a_limit_is_high_and_names_the_option_that_raises_it(tmp_path, limit, option, value):
+    """Past a limit the rest is not analysed: reported high, with the `.ml-guard.yml` key that raises the limit;
+    with the limit raised, the same benign file is clean."""
+    path = tmp_path / "rows.pkl"
+    path.write_bytes(pickle.dumps([{"id": i, "name": f"n{i}"} for i in range(500)], protocol=4))
+    (tmp_path / ".ml-guard.yml").write_text(f"pickle:\n  {option}: {value}\n")
+    hit = [f for f in scan_tree(tmp_path).findings if f.rule_id == "pickle-limit-exceeded"]
+    assert [(f.severity, f.evidence["limit"]) for f in hit] == [(Severity.HIGH, limit)]
+    assert f"raise `pickle.{option}` in .ml-guard.yml" in hit[0].message
+    (tmp_path / ".ml-guard.yml").write_text(f"pickle:\n  {option}: {value * 100}\n")
+    assert scan_tree(tmp_path).findings == ()
+
+
+def test_the_stack_limit_is_high_and_not_configurable():
+    data = b"\x80\x04" + b"(" * 1_100_000 + b"."
+    hit = [f for f in findings(data) if f.rule_id == "pickle-limit-exceeded"]
+    assert [(f.severity, f.evidence["limit"]) for f in hit] == [(Severity.HIGH, "stack")]
+    assert "raise" not in hit[0].message

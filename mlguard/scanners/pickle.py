@@ -15,8 +15,8 @@ from .interface import Artifact, Option, ScanContext
 MAX_EMBED_DEPTH = 8
 """Payloads embedded in payloads are followed this deep (containers count too)."""
 _PREVIEW = 120
-_MAX_MEMO = 4_000_000
-"""Memo entries per pickle (16 bytes each in the kernel); a 30 MB dense pickle uses ~2M."""
+_LIMIT_OPTIONS = {"opcodes": "max_opcodes", "memo": "max_memo"}
+"""The limits a user may raise (kernel limit -> option of this scanner)."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,15 @@ class PickleScanner:
     formats = frozenset({Format.PICKLE})
     options = {
         "allow_globals": Option("str-list", (), "Extra exact globals (module.name) your own pickles may import."),
-        "max_opcodes": Option("int", engine.DEFAULT_PICKLE_LIMITS.max_opcodes, "Opcodes analysed per file."),
+        "max_opcodes": Option("int", engine.DEFAULT_PICKLE_LIMITS.max_opcodes,
+                              "Opcodes analysed per file; past it the rest is reported (pickle-limit-exceeded)."),
+        "max_memo": Option("int", 4_000_000, "Memo entries per pickle, 16 bytes of memory each while scanning "
+                                             "(a 30 MB pickle of small dicts uses ~3 M); past it the rest is reported."),
     }
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
-        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=_MAX_MEMO)
+        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=opts["max_memo"])
         views = [self._facts(artifact, limits, follow_joblib=True)]
         if views[0]["raw_spans"]:
             # joblib.load skips the array bytes; pickle.load would run them as opcodes: check both readings
@@ -248,8 +251,10 @@ class PickleScanner:
                               f"{len(top_level)} pickles back to back; all were analysed",
                               offset=top_level[1]["start"], evidence={"pickles": len(top_level)})
         if facts["limit"]:
+            option = _LIMIT_OPTIONS.get(facts["limit"])
+            hint = f" (for a large file you trust, raise `pickle.{option}` in .ml-guard.yml)" if option else ""
             yield ctx.finding(artifact, "pickle-limit-exceeded",
-                              f"analysis stopped at the {facts['limit']} limit; the rest was not checked",
+                              f"analysis stopped at the {facts['limit']} limit; the rest was not checked{hint}",
                               evidence={"limit": facts["limit"]})
 
 
