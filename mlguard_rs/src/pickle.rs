@@ -1530,8 +1530,9 @@ struct Ctx<'h> {
     next_progress: usize,
 }
 
-/// Bytes between two calls of the progress hook.
-const PROGRESS_STEP: usize = 8 << 20;
+/// Bytes between two calls of the progress hook (which releases the file's pages behind the
+/// parser: at most about this much of the file stays resident).
+const PROGRESS_STEP: usize = 1 << 20;
 
 /// Opcodes between two checks of the opcode budget (and calls of the progress hook).
 const CHECK_EVERY: u64 = 4096;
