@@ -172,6 +172,7 @@ def test_bytes_like_inputs(tmp_path):
     (r"(?P<secret>a", "missing|unclosed group"),
     ("(?:" * 300 + "(?P<secret>a)" + ")" * 300, "native engine"),
     (r"(?P<secret>(?:\w{1000}){1000})", "native engine"),
+    ("(?P<secret>[" + "".join(f"\\x{b:02x}" for b in range(0, 256, 2)) + "]{1000})", "native engine"),
     (r"(?P<secret>a)+", "repeated"),
     (r"(?:x(?P<secret>a)){2}", "repeated"),
     (r"(?P<secret>(?:\b|a){1,3})\B", "empty string"),

@@ -38,11 +38,13 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
 use regex_syntax::ast::{self, Ast};
+use regex_syntax::hir::{Class, Hir, HirKind};
 use std::fmt;
 use std::sync::OnceLock;
 
-/// Most pieces (literals, classes, assertions, groups) a pattern may have once its counted
-/// repetitions are expanded: bounds what compiling it can cost (`(?:\w{1000}){1000}` is refused).
+/// Most pieces (literal bytes, class ranges, assertions, groups) a pattern may have once its
+/// counted repetitions are expanded: bounds what compiling it can cost, far below the regex
+/// crate's size limit (`(?:\w{1000}){1000}` and a 128-range class repeated 1,000 times are refused).
 pub const MAX_PIECES: u64 = 100_000;
 
 /// One rule as given: keywords (ASCII, matched case-insensitively), a pattern with a named
@@ -266,7 +268,7 @@ fn check(pattern: &str) -> Result<usize, String> {
     let ast = ast::parse::Parser::new()
         .parse(pattern)
         .map_err(|e| e.to_string())?;
-    regex_syntax::hir::translate::TranslatorBuilder::new()
+    let hir = regex_syntax::hir::translate::TranslatorBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
@@ -280,7 +282,7 @@ fn check(pattern: &str) -> Result<usize, String> {
                 .into(),
         );
     }
-    if facts.pieces > MAX_PIECES {
+    if pieces(&hir) > MAX_PIECES {
         return Err(format!(
             "the pattern expands to more than {MAX_PIECES} pieces once its repetitions are counted"
         ));
@@ -290,12 +292,10 @@ fn check(pattern: &str) -> Result<usize, String> {
         .ok_or_else(|| "the pattern has no group named `secret`".into())
 }
 
-/// What [`check`] needs to know of a parsed pattern.
+/// What [`check`] needs to know of the pattern as written (its repetitions not simplified away).
 struct Facts {
     /// Shortest match length: 0 when it can match the empty string.
     min_len: u64,
-    /// Pieces once counted repetitions are expanded (saturating).
-    pieces: u64,
     /// Whether something that can match the empty string is repeated up to more than once.
     repeats_empty: bool,
     /// The capture index of the group named `secret`.
@@ -305,21 +305,18 @@ struct Facts {
 fn facts(node: &Ast) -> Facts {
     let leaf = |min_len| Facts {
         min_len,
-        pieces: 1,
         repeats_empty: false,
         secret: None,
     };
     match node {
-        Ast::Empty(_) | Ast::Flags(_) => Facts {
-            pieces: 0,
-            ..leaf(0)
-        },
-        Ast::Assertion(_) => leaf(0),
-        Ast::Literal(_) | Ast::Dot(_) | Ast::ClassUnicode(_) | Ast::ClassPerl(_) => leaf(1),
-        Ast::ClassBracketed(_) => leaf(1),
+        Ast::Empty(_) | Ast::Flags(_) | Ast::Assertion(_) => leaf(0),
+        Ast::Literal(_)
+        | Ast::Dot(_)
+        | Ast::ClassUnicode(_)
+        | Ast::ClassPerl(_)
+        | Ast::ClassBracketed(_) => leaf(1),
         Ast::Group(g) => {
             let mut f = facts(&g.ast);
-            f.pieces = f.pieces.saturating_add(1);
             if let ast::GroupKind::CaptureName { name, .. } = &g.kind {
                 if name.name == "secret" {
                     f.secret = Some(name.index as usize);
@@ -337,10 +334,8 @@ fn facts(node: &Ast) -> Facts {
                 ast::RepetitionKind::Range(ast::RepetitionRange::AtLeast(n)) => (*n, None),
                 ast::RepetitionKind::Range(ast::RepetitionRange::Bounded(m, n)) => (*m, Some(*n)),
             };
-            let copies = u64::from(max.unwrap_or(min).max(min)).saturating_add(1);
             Facts {
                 min_len: f.min_len.saturating_mul(u64::from(min)),
-                pieces: f.pieces.saturating_mul(copies),
                 repeats_empty: f.repeats_empty || (max.is_none_or(|m| m > 1) && f.min_len == 0),
                 secret: f.secret,
             }
@@ -355,16 +350,35 @@ fn combine(parts: impl Iterator<Item = Facts>, min_len: impl Fn(u64, u64) -> u64
     parts
         .reduce(|a, b| Facts {
             min_len: min_len(a.min_len, b.min_len),
-            pieces: a.pieces.saturating_add(b.pieces),
             repeats_empty: a.repeats_empty || b.repeats_empty,
             secret: a.secret.or(b.secret),
         })
         .unwrap_or(Facts {
             min_len: 0,
-            pieces: 0,
             repeats_empty: false,
             secret: None,
         })
+}
+
+/// What compiling `hir` costs, roughly in automaton states and transitions: literal bytes, the
+/// ranges of each class (a class of 128 ranges weighs 128), assertions and groups, with every
+/// counted repetition expanded (saturating).
+fn pieces(hir: &Hir) -> u64 {
+    match hir.kind() {
+        HirKind::Empty => 0,
+        HirKind::Literal(lit) => lit.0.len() as u64,
+        HirKind::Class(Class::Bytes(c)) => c.ranges().len().max(1) as u64,
+        HirKind::Class(Class::Unicode(c)) => c.ranges().len().max(1) as u64,
+        HirKind::Look(_) => 1,
+        HirKind::Repetition(rep) => {
+            let copies = u64::from(rep.max.unwrap_or(rep.min).max(rep.min)).saturating_add(1);
+            pieces(&rep.sub).saturating_mul(copies)
+        }
+        HirKind::Capture(cap) => pieces(&cap.sub).saturating_add(1),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => subs
+            .iter()
+            .fold(subs.len() as u64, |n, sub| n.saturating_add(pieces(sub))),
+    }
 }
 
 /// The matches found so far, cut back to the first `max` in (start, rule) order whenever they
@@ -548,9 +562,18 @@ mod tests {
                 "{pattern}"
             );
         }
-        assert!(err(rule(&["a"], r"(?P<secret>(?:\w{1000}){1000})", 0, 0.0))
-            .message
-            .contains("pieces"));
+        let sparse: String = (0..=255u8)
+            .step_by(2)
+            .map(|b| format!("\\x{b:02x}"))
+            .collect();
+        for pattern in [
+            r"(?P<secret>(?:\w{1000}){1000})".to_string(),
+            format!("(?P<secret>[{sparse}]{{1000}})"),
+        ] {
+            assert!(err(rule(&["a"], &pattern, 0, 0.0))
+                .message
+                .contains("pieces"));
+        }
         assert!(err(rule(&["a"], r"(?P<secret>\p{L})", 0, 0.0))
             .message
             .contains("Unicode"));
