@@ -633,8 +633,8 @@ def main() -> None:
                         help="venv holding picklescan, modelscan, fickling, modelaudit [env MLGUARD_PEERS_VENV]")
     parser.add_argument("--small", action="store_true", help="~100 MB checkpoint for (b) instead of ~1 GB")
     parser.add_argument("--runs", type=int, default=3, help="whole-process runs per tool and input (best of)")
-    parser.add_argument("--inproc-runs", type=int, default=10, help="in-process scan_file runs after a warm-up")
-    parser.add_argument("--startup-runs", type=int, default=10, help="runs of each ML Guard start-up command")
+    parser.add_argument("--inproc-runs", type=int, default=50, help="in-process scan_file runs after a warm-up")
+    parser.add_argument("--startup-runs", type=int, default=20, help="runs of each ML Guard start-up command")
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--repeat-cap", type=float, default=60.0,
                         help="a tool whose first run takes longer than this many seconds is run once")
