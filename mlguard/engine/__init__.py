@@ -342,8 +342,8 @@ def _choose(engine: Optional[str]) -> str:
     if not _warned:
         _warned = True
         import logging  # noqa: PLC0415 - only for this one warning
-        logging.getLogger("mlguard").warning("native extension mlguard_rs unavailable (%s); using the pure-Python reference "
-                     "engine: results are identical but slower", _native_error)
+        logging.getLogger("mlguard").warning("native extension mlguard_rs unavailable (%s); using the pure-Python "
+                                             "reference engine: results are identical but slower", _native_error)
     return "python"
 
 

@@ -78,9 +78,10 @@ def check_pattern(pattern: str) -> None:
     optionally lazy (``?``). Literal ``{`` must be escaped. The ``secret`` group (and any group
     around it) may be optional but not repeated: the engines disagree on which iteration a
     repeated group reports; for the same reason (checked by :func:`validate_pattern`) nothing
-    repeated more than once may match the empty string. Not allowed: lookaround, backreferences, atomic groups, possessive or
-    stacked quantifiers, conditionals, comments, verbose mode, Unicode classes. Python ``re`` may backtrack: write quantifiers with bounds and
-    never nest them (``(\\w+)+``), so that the work per window stays small.
+    repeated more than once may match the empty string. Not allowed: lookaround, backreferences,
+    atomic groups, possessive or stacked quantifiers, conditionals, comments, verbose mode,
+    Unicode classes. Python ``re`` may backtrack: write quantifiers with bounds and never nest
+    them (``(\\w+)+``), so that the work per window stays small.
     """
     if not pattern.isascii():
         raise ValueError("non-ASCII character in the pattern (write such bytes as \\xHH)")
