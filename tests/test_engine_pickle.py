@@ -291,6 +291,29 @@ def test_stack_global_through_the_memo():
     assert (g["module"], g["name"], g["resolution"]) == ("builtins", "getattr", "memo")
 
 
+def test_values_survive_the_memo():
+    """Every kind of value comes back from the memo as it went in: a string too long for a packed
+    native memo slot (> 128 KiB) as a call argument and a STACK_GLOBAL operand, memoized under
+    several keys; call results; ints at the edges of the tracked range and beyond it (untracked)."""
+    big = b"x" * (200 << 10)
+    data = (b"\x80\x04" + su("builtins") + su("print") + b"\x93\x94"       # memo 0: print
+            + b"\x8d" + struct.pack("<Q", len(big)) + big + b"\x94"        # memo 1: the long str
+            + b"0h\x01\x94" + b"0h\x00h\x02\x85R\x94"                       # memo 2: the str again; print(it)
+            + b"0h\x03" + b"h\x02" + su("n") + b"\x93.")                    # result; STACK_GLOBAL(long, "n")
+    f = facts(data)
+    assert only(f)["status"] == "stop"
+    arg = f["calls"][0]["args"][0]
+    assert (arg["kind"], arg["offset"], arg["length"]) == ("str", data.index(big), len(big))
+    g = f["globals"][1]
+    assert (g["resolution"], g["truncated"], len(g["module"])) == ("memo", True, 1024)
+    for value in (0, 2**59 - 1, -2**59, 2**59, -2**59 - 1, 2**63 - 1):
+        for push in (b"\x8a\x08" + struct.pack("<q", value), b"L%dL\n" % value):
+            # C() then BUILD with the int, fetched from the memo, as its state
+            f = facts(b"\x80\x04" + su("m") + su("C") + b"\x93)\x81" + push + b"\x940h\x00b.")
+            assert only(f)["status"] == "stop"
+            assert [c["opcode"] for c in f["calls"]] == ["NEWOBJ", "BUILD"], (value, push)
+
+
 def test_computed_stack_global_operands():
     # module = str.__add__("o", "s") computed at load time, fed to STACK_GLOBAL
     data = (b"\x80\x04" + su("builtins") + su("str") + b"\x93\x94"

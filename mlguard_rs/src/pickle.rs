@@ -35,6 +35,10 @@ pub const MAX_ARGS: usize = 8;
 /// Items of a tuple kept for evaluation and argument facts; later items are not tracked.
 pub const TUPLE_KEEP: usize = 64;
 
+/// Ints `v` with `-TRACKED_INT <= v < TRACKED_INT` are tracked (they fit a memo [`Slot`]);
+/// larger ones are `Other`, untracked. Only small ints matter (falsiness, joblib shapes).
+pub const TRACKED_INT: i64 = 1 << 59;
+
 /// Tuple items tracked per pickle, at most; later tuples are not tracked (fail closed).
 pub const MAX_TUPLE_ITEMS: usize = 1 << 20;
 
@@ -756,6 +760,20 @@ enum SKind {
 }
 
 impl SKind {
+    /// The kind whose discriminant is `bits & 7` (all eight are used).
+    fn from_bits(bits: u64) -> SKind {
+        match bits & 7 {
+            0 => SKind::Utf8,
+            1 => SKind::LegacyUtf8,
+            2 => SKind::LegacyLatin1,
+            3 => SKind::EscapedUtf8,
+            4 => SKind::EscapedLatin1,
+            5 => SKind::RawUnicodeEscape,
+            6 => SKind::Bytes,
+            _ => SKind::Bytearray,
+        }
+    }
+
     fn is_str(self) -> bool {
         (self as u8) < (SKind::Bytes as u8)
     }
@@ -1361,13 +1379,46 @@ enum How {
 
 /// The memo: a map from key to value. Picklers use small consecutive keys, so those live in
 /// a vector; keys far beyond the number of entries (which a hostile stream may choose) go to
-/// a hash map, so memory stays proportional to the entries, never to a key's value.
+/// a hash map, so memory stays proportional to the entries, never to a key's value. Each
+/// entry is a [`Slot`] of 8 bytes.
 #[derive(Default)]
 struct Memo {
-    dense: Vec<Option<Val>>,
-    sparse: HashMap<u64, Val>,
+    dense: Vec<Slot>,
+    sparse: HashMap<u64, Slot>,
+    /// Payload offset -> length of the str/bytes literals too long or too far for a [`Slot`]
+    /// (a literal is identified by its payload's offset: one entry per literal, however often
+    /// it is memoized).
+    long: HashMap<u64, usize>,
     len: usize,
 }
+
+/// A memo value in 8 bytes (`Slot(0)`: no entry): a tag in the low 4 bits, the value above.
+/// A str/bytes literal keeps its kind, offset and length when the offset is below 2^40 and
+/// the length below 2^17, else its kind and offset only (its length is in [`Memo::long`]);
+/// the `memo` flag is not kept (a GET sets it). Ints are tracked within [`TRACKED_INT`] only,
+/// and the other values' indices are bounded, so every value fits.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Slot(u64);
+
+mod tag {
+    pub const OTHER: u64 = 1;
+    pub const UNKNOWN: u64 = 2;
+    pub const NONE: u64 = 3;
+    pub const FALSE: u64 = 4;
+    pub const TRUE: u64 = 5;
+    pub const INT: u64 = 6;
+    pub const STR: u64 = 7;
+    pub const LONG_STR: u64 = 8;
+    pub const GLOBAL: u64 = 9;
+    pub const RESULT: u64 = 10;
+    pub const DICT: u64 = 11;
+    pub const EMPTY_TUPLE: u64 = 12;
+    pub const TUPLE: u64 = 13;
+}
+
+const SLOT_STR_OFF: u32 = 40;
+const SLOT_STR_LEN: u32 = 17;
+const SLOT_VALUE: u64 = (1 << 60) - 1;
 
 impl Memo {
     fn len(&self) -> usize {
@@ -1375,32 +1426,37 @@ impl Memo {
     }
 
     #[inline(always)]
-    fn get(&self, key: u64) -> Option<&Val> {
-        match usize::try_from(key) {
-            Ok(k) if k < self.dense.len() => self.dense[k].as_ref(),
-            _ => self.sparse.get(&key),
-        }
+    fn get(&self, key: u64) -> Option<Val> {
+        let s = match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() => self.dense[k],
+            _ => *self.sparse.get(&key)?,
+        };
+        self.unpack(s)
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert(&mut self, key: u64, v: Val) {
+        let s = self.pack(v);
         if key < self.dense.len() as u64 {
-            if self.dense[key as usize].replace(v).is_none() {
+            if std::mem::replace(&mut self.dense[key as usize], s) == Slot(0) {
                 self.len += 1;
             }
             return;
         }
-        if key == self.dense.len() as u64 && self.dense.len() < self.dense.capacity() && self.sparse.is_empty() {
+        if key == self.dense.len() as u64
+            && self.dense.len() < self.dense.capacity()
+            && self.sparse.is_empty()
+        {
             // the next key, with room reserved: slots are written (and their pages touched) as keys come
-            self.dense.push(Some(v));
+            self.dense.push(s);
             self.len += 1;
             return;
         }
-        self.insert_slow(key, v)
+        self.insert_slow(key, s)
     }
 
     #[cold]
-    fn insert_slow(&mut self, key: u64, v: Val) {
+    fn insert_slow(&mut self, key: u64, s: Slot) {
         let bound = (self.len as u64).saturating_mul(2).saturating_add(1024);
         if key >= self.dense.len() as u64 && key < bound {
             // Grow the vector by a quarter (not doubling: large pickles hold millions of keys) and
@@ -1410,13 +1466,13 @@ impl Memo {
             let new_len = (key as usize + 1).max(len + len / 4).max(64);
             if self.sparse.is_empty() {
                 self.dense.reserve_exact(new_len - len);
-                self.dense.resize(key as usize + 1, None);
+                self.dense.resize(key as usize + 1, Slot(0));
             } else {
-                self.dense.resize(new_len, None);
+                self.dense.resize(new_len, Slot(0));
                 let dense = &mut self.dense;
-                self.sparse.retain(|&k, val| {
+                self.sparse.retain(|&k, &mut s| {
                     if k < new_len as u64 {
-                        dense[k as usize] = Some(std::mem::replace(val, Val::Other));
+                        dense[k as usize] = s;
                         false
                     } else {
                         true
@@ -1425,12 +1481,89 @@ impl Memo {
             }
         }
         let added = match usize::try_from(key) {
-            Ok(k) if k < self.dense.len() => self.dense[k].replace(v).is_none(),
-            _ => self.sparse.insert(key, v).is_none(),
+            Ok(k) if k < self.dense.len() => std::mem::replace(&mut self.dense[k], s) == Slot(0),
+            _ => self.sparse.insert(key, s).is_none(),
         };
         if added {
             self.len += 1;
         }
+    }
+
+    #[inline(always)]
+    fn pack(&mut self, v: Val) -> Slot {
+        let (t, value) = match v {
+            Val::Other => (tag::OTHER, 0),
+            Val::Unknown => (tag::UNKNOWN, 0),
+            Val::None => (tag::NONE, 0),
+            Val::Bool(false) => (tag::FALSE, 0),
+            Val::Bool(true) => (tag::TRUE, 0),
+            Val::Int(i) => {
+                debug_assert!((-TRACKED_INT..TRACKED_INT).contains(&i));
+                (tag::INT, i as u64 & SLOT_VALUE)
+            }
+            Val::Str {
+                kind,
+                off,
+                len_hi,
+                len_lo,
+                ..
+            } => {
+                if off < 1 << SLOT_STR_OFF && len_hi == 0 && len_lo < 1 << SLOT_STR_LEN {
+                    (
+                        tag::STR,
+                        kind as u64 | off << 3 | (len_lo as u64) << (3 + SLOT_STR_OFF),
+                    )
+                } else {
+                    self.long
+                        .insert(off, (len_hi as usize) << 32 | len_lo as usize);
+                    (tag::LONG_STR, kind as u64 | off << 3) // offsets are far below 2^57
+                }
+            }
+            Val::Global(g) => (tag::GLOBAL, g as u64),
+            Val::Result { target, obj } => {
+                // obj: an index below MAX_OBJS (< 2^26), NO_OBJ or MAYBE_OBJ, in 28 bits
+                debug_assert!(obj.wrapping_add(2) < 1 << 28);
+                (
+                    tag::RESULT,
+                    target as u64 | (obj.wrapping_add(2) as u64) << 32,
+                )
+            }
+            Val::Dict(id) => (tag::DICT, id & SLOT_VALUE), // one id per opcode: below 2^60
+            Val::EmptyTuple => (tag::EMPTY_TUPLE, 0),
+            Val::Tuple(i) => (tag::TUPLE, i as u64),
+        };
+        Slot(t | value << 4)
+    }
+
+    #[inline(always)]
+    fn unpack(&self, s: Slot) -> Option<Val> {
+        let value = s.0 >> 4;
+        Some(match s.0 & 0xF {
+            tag::OTHER => Val::Other,
+            tag::UNKNOWN => Val::Unknown,
+            tag::NONE => Val::None,
+            tag::FALSE => Val::Bool(false),
+            tag::TRUE => Val::Bool(true),
+            tag::INT => Val::Int(s.0 as i64 >> 4),
+            tag::STR => Val::span(
+                SKind::from_bits(value),
+                ((value >> 3) & ((1 << SLOT_STR_OFF) - 1)) as usize,
+                (value >> (3 + SLOT_STR_OFF)) as usize,
+            ),
+            tag::LONG_STR => {
+                let off = value >> 3;
+                Val::span(SKind::from_bits(value), off as usize, *self.long.get(&off)?)
+            }
+            tag::GLOBAL => Val::Global(value as u32),
+            tag::RESULT => Val::Result {
+                target: value as u32,
+                obj: ((value >> 32) as u32).wrapping_sub(2),
+            },
+            tag::DICT => Val::Dict(value),
+            tag::EMPTY_TUPLE => Val::EmptyTuple,
+            tag::TUPLE => Val::Tuple(value as u32),
+            _ => return None,
+        })
     }
 }
 
@@ -1443,7 +1576,7 @@ impl Memo {
 struct Scratch {
     stack: Vec<Val>,
     marks: Vec<usize>,
-    memo: Vec<Option<Val>>,
+    memo: Vec<Slot>,
     tuple_hdrs: Vec<(u32, u32, usize)>,
     tuple_items: Vec<Val>,
 }
@@ -1654,6 +1787,7 @@ impl<'a> Machine<'a> {
             memo: Memo {
                 dense: scratch.memo,
                 sparse: HashMap::new(),
+                long: HashMap::new(),
                 len: 0,
             },
             proto: 0,
@@ -1956,16 +2090,13 @@ impl<'a> Machine<'a> {
 
     #[inline(always)]
     fn memo_get(&mut self, key: u64) -> Step<()> {
-        let v = match self.memo.get(key) {
-            Some(v) => {
-                let mut v = *v;
-                if let Val::Str { memo, .. } = &mut v {
-                    *memo = true;
-                }
-                v
-            }
+        let mut v = match self.memo.get(key) {
+            Some(v) => v,
             None => return err(ErrorCode::MemoMissing),
         };
+        if let Val::Str { memo, .. } = &mut v {
+            *memo = true;
+        }
         self.stack.push(v);
         Ok(())
     }
@@ -3015,7 +3146,7 @@ fn lenient_number(l: &[u8], float: bool) -> bool {
 }
 
 /// The value of INT/LONG text when it is a plain decimal (`[+-]?(0|[1-9][0-9]*)` after
-/// whitespace) that fits an i64; anything else is not tracked.
+/// whitespace) within [`TRACKED_INT`]; anything else is not tracked.
 fn parse_plain_int(l: &[u8]) -> Option<i64> {
     let s = strip_py_space(l);
     let (neg, d) = match s.first() {
@@ -3036,10 +3167,12 @@ fn parse_plain_int(l: &[u8]) -> Option<i64> {
     if neg {
         v = -v;
     }
-    i64::try_from(v).ok()
+    i64::try_from(v)
+        .ok()
+        .filter(|i| (-TRACKED_INT..TRACKED_INT).contains(i))
 }
 
-/// LONG1/LONG4 payload (little-endian two's complement) when it fits an i64.
+/// LONG1/LONG4 payload (little-endian two's complement) when within [`TRACKED_INT`].
 fn decode_long_le(b: &[u8]) -> Option<i64> {
     if b.len() > 8 {
         return None;
@@ -3049,7 +3182,7 @@ fn decode_long_le(b: &[u8]) -> Option<i64> {
         _ => [0u8; 8],
     };
     buf[..b.len()].copy_from_slice(b);
-    Some(i64::from_le_bytes(buf))
+    Some(i64::from_le_bytes(buf)).filter(|i| (-TRACKED_INT..TRACKED_INT).contains(i))
 }
 
 enum MemoKey {
@@ -4430,6 +4563,56 @@ mod tests {
         let mut m = Memo::default();
         m.insert(1 << 40, Val::Other);
         assert!(m.dense.is_empty());
+    }
+
+    #[test]
+    fn memo_slots_keep_every_value() {
+        let mut m = Memo::default();
+        let vals = [
+            Val::Other,
+            Val::Unknown,
+            Val::None,
+            Val::Bool(false),
+            Val::Bool(true),
+            Val::Int(0),
+            Val::Int(TRACKED_INT - 1),
+            Val::Int(-TRACKED_INT),
+            Val::Int(-1),
+            Val::span(SKind::Utf8, 3, 5),
+            Val::span(SKind::Bytearray, (1 << 40) - 1, (1 << 17) - 1),
+            Val::span(SKind::EscapedLatin1, 1 << 40, 2), // too far: offset only, length aside
+            Val::span(SKind::Bytes, 7, 1 << 17),         // too long
+            Val::span(SKind::Bytes, 9, 1 << 33),
+            Val::span(SKind::Bytes, 9, 1 << 33), // the same literal again: no second aside entry
+            Val::Global(u32::MAX - 1),
+            Val::Result {
+                target: NO_GLOBAL,
+                obj: NO_OBJ,
+            },
+            Val::Result {
+                target: 5,
+                obj: MAYBE_OBJ,
+            },
+            Val::Result {
+                target: 0,
+                obj: MAX_OBJS as u32 - 1,
+            },
+            Val::Dict((1 << 60) - 1),
+            Val::EmptyTuple,
+            Val::Tuple(u32::MAX),
+        ];
+        for (k, v) in vals.iter().enumerate() {
+            m.insert(k as u64, *v);
+        }
+        for (k, v) in vals.iter().enumerate() {
+            assert_eq!(format!("{:?}", m.get(k as u64).unwrap()), format!("{v:?}"));
+        }
+        assert_eq!(
+            m.long.len(),
+            3,
+            "one aside length per distinct long literal"
+        );
+        assert_eq!(std::mem::size_of::<Slot>(), 8);
     }
 
     #[test]

@@ -51,7 +51,7 @@ _OTHER = (0,)      # certainly not a str, untracked
 _UNKNOWN = (1,)    # anything
 _NONE = (2,)
 _BOOL = 3          # (3, bool)
-_INT = 4           # (4, int)  fits an i64
+_INT = 4           # (4, int)  within TRACKED_INT
 _STR = 5           # (5, skind, from_memo, offset, length)  str or bytes literal
 _GLOBAL = 6        # (6, index into globals)
 _RESULT = 7        # (7, target global index or None, obj)
@@ -89,7 +89,9 @@ _DIGITS_RE = re.compile(rb"[0-9]+(?:_[0-9]+)*")
 _PLAIN_INT_RE = re.compile(rb"[+-]?(?:0|[1-9][0-9]{0,18})")
 _TYPESTR_RE = re.compile(rb"([biufcmMOSUV])([1-9][0-9]{0,10})")
 _I64_MAX = (1 << 63) - 1
-_I64_MIN = -(1 << 63)
+TRACKED_INT = 1 << 59
+"""Ints ``v`` with ``-TRACKED_INT <= v < TRACKED_INT`` are tracked (the native memo packs them in
+8 bytes); larger ones are untracked. Only small ints matter (falsiness, joblib shapes)."""
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _SIMPLE_ESCAPES = {0x5C: 0x5C, 0x27: 0x27, 0x22: 0x22, 0x62: 0x08, 0x66: 0x0C, 0x74: 0x09,
                    0x6E: 0x0A, 0x72: 0x0D, 0x76: 0x0B, 0x61: 0x07}
@@ -202,19 +204,20 @@ def lenient_number(line: bytes, is_float: bool) -> bool:
 
 
 def parse_plain_int(line: bytes):
-    """INT/LONG text that is a plain decimal fitting an i64 -> int, else None (untracked)."""
+    """INT/LONG text that is a plain decimal within TRACKED_INT -> int, else None (untracked)."""
     s = line.strip(_SPACE)
     if not _PLAIN_INT_RE.fullmatch(s):
         return None
     v = int(s)
-    return v if _I64_MIN <= v <= _I64_MAX else None
+    return v if -TRACKED_INT <= v < TRACKED_INT else None
 
 
 def decode_long_le(b) -> "int | None":
-    """LONG1/LONG4 payload when it fits an i64."""
+    """LONG1/LONG4 payload when within TRACKED_INT."""
     if len(b) > 8:
         return None
-    return int.from_bytes(b, "little", signed=True)
+    v = int.from_bytes(b, "little", signed=True)
+    return v if -TRACKED_INT <= v < TRACKED_INT else None
 
 
 def parse_typestr(s: bytes):
