@@ -298,6 +298,22 @@ def test_bad_crc_is_reported_and_still_scanned():
     one_critical(result, "x/data.pkl")
 
 
+def test_torch_records_are_checked_by_content(checkpoints):
+    """PyTorch's own records (version, byteorder, ...) in the form torch writes are not scanned
+    further, but their CRC still is, and any other content in them is scanned like every member."""
+    src = (checkpoints / "clean.pt").read_bytes()
+    key = "AKIA" + "QX7MZ4P2LRT6VW3N"  # an AWS access key id (split so this file holds none)
+    for record, content in (("version", key.encode()), ("byteorder", b"little\n" + key.encode()),
+                            (".data/serialization_id", key.encode())):
+        result = scan_bytes(_rewrite(src, {record: content}), name="ckpt.pt")
+        assert [f.location.member for f in found(result, "secret-aws-access-key")] == [f"clean/{record}"], record
+    data = bytearray(_rewrite(src, {"byteorder": b"little"}))
+    data[data.index(b"little")] = ord("b")  # "bittle": the record's CRC no longer matches
+    result = scan_bytes(bytes(data), name="ckpt.pt")
+    assert kinds(result) == ["crc-mismatch"]
+    assert found(result, "archive-inconsistent")[0].location.member == "clean/byteorder"
+
+
 def test_odd_flag_bits():
     data = bytearray(make_zip([("payload.pkl", EVIL0)]))
     cd = data.index(b"PK\x01\x02")

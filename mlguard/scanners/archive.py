@@ -22,6 +22,7 @@ Bounded in nesting depth, members per archive and decompressed bytes per top-lev
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 from typing import BinaryIO, Iterator, NamedTuple
 
@@ -103,6 +104,14 @@ class _ZlibReader:
 
 def _join(parent: Artifact, name: str) -> str:
     return f"{parent.member}!{name}" if parent.member else name
+
+
+# PyTorch's own records next to data.pkl and the content torch writes in them (numbers, a byte
+# order). One in that form holds nothing any scanner looks for, so it is not scanned further (its
+# CRC and sizes are still checked); any other content is scanned like every member.
+_TORCH_RECORDS = ("version", ".format_version", ".storage_alignment", "byteorder", ".data/version",
+                  ".data/serialization_id")
+_TORCH_RECORD_CONTENT = re.compile(rb"(?:[0-9]{1,64}|little|big)\n?")
 
 
 def _torch_prefixes(names) -> set[str]:
@@ -271,6 +280,7 @@ class _ZipScan:
     def __init__(self, artifact: Artifact, ctx: ScanContext, opts, host: Embedded | None = None):
         self.artifact, self.ctx, self.opts, self.host = artifact, ctx, opts, host
         self.reported: dict[str, int] = {}
+        self.torch_records: frozenset[str] = frozenset()
 
     def run(self) -> Iterator[Finding | None]:
         artifact, ctx = self.artifact, self.ctx
@@ -280,8 +290,9 @@ class _ZipScan:
         central_names = [m["name"] for m in members if m["central"]]
         dirs = [s["dir"] for s in facts["skimmed"]]
         flavour = _zip_flavour(central_names, dirs)
-        torch_dirs = tuple(p + "data/" for p in _torch_prefixes(central_names)) \
-            if flavour in ("pytorch", "torchscript") else ()
+        prefixes = _torch_prefixes(central_names) if flavour in ("pytorch", "torchscript") else set()
+        torch_dirs = tuple(p + "data/" for p in prefixes)
+        self.torch_records = frozenset(p + r for p in prefixes for r in _TORCH_RECORDS)
         yield from self._archive_findings(facts)
         examined = 0
         seen: dict[str, int] = {}
@@ -519,6 +530,8 @@ class _ZipScan:
                     yield from self._inconsistent(
                         where, "size-mismatch", f"{m['name']!r}: {len(data)} bytes, declared {usize}",
                         f"{path}:data", declared=usize, actual=len(data))
+            if m["name"] in self.torch_records and complete and _TORCH_RECORD_CONTENT.fullmatch(data):
+                return
             if method == _DEFLATED or not complete:
                 sniffed = sniff_bytes(data, leaf)
             child = Artifact(self.artifact.path, sniffed, len(data), data=data, member=path,
