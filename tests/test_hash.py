@@ -28,7 +28,7 @@ def reference(data: bytes) -> str:
 
 def test_native_kernel_is_built():
     import mlguard_rs
-    for kernel in ("sha256_file", "sha256_files"):
+    for kernel in ("sha256_file", "sha256_files", "crc32"):
         assert hasattr(mlguard_rs, kernel), "stale mlguard_rs build: rebuild with `pip install -e .`"
     assert engine.engine_name() in ENGINES
 
@@ -247,3 +247,22 @@ def test_sparse_file_streams_with_bounded_memory_and_without_the_gil(tmp_path, n
     if elapsed > 0.1:
         assert max_gap < elapsed / 2, (max_gap, elapsed)
 
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_crc32_is_zlibs(name):
+    """CRC-32 of zip members: zlib's value for every length around the kernel's 16-byte folding and
+    the 64 KiB at which it releases the GIL, for any bytes-like object."""
+    import array
+    import zlib
+
+    blob = random.Random(5).randbytes((1 << 16) + 300)
+    for size in (0, 1, 15, 16, 17, 63, 64, 65, 255, 4096, (1 << 16) - 1, 1 << 16, (1 << 16) + 300):
+        assert engine.crc32(blob[:size], engine=name) == zlib.crc32(blob[:size]), size
+    view = memoryview(blob)
+    assert engine.crc32(view[3:1000], engine=name) == zlib.crc32(blob[3:1000])
+    assert engine.crc32(view[::2], engine=name) == zlib.crc32(blob[::2])           # not contiguous
+    assert engine.crc32(bytearray(b"torch"), engine=name) == zlib.crc32(b"torch")
+    assert engine.crc32(array.array("I", [1, 2]), engine=name) == zlib.crc32(array.array("I", [1, 2]))
+    with pytest.raises(TypeError):
+        engine.crc32("text", engine=name)

@@ -494,17 +494,19 @@ class _ZipScan:
             return
         view = memoryview(buf)
         data = None
+        record = False
         try:
             if method == _STORED:
                 data = view[start:max(start, end)]
-                sniffed = sniff_bytes(data, leaf)  # head and tail only: nothing is copied
+                record = m["name"] in self.torch_records and _TORCH_RECORD_CONTENT.fullmatch(data) is not None
+                sniffed = None if record else sniff_bytes(data, leaf)  # head and tail only: nothing is copied
             else:
                 head, _, error = _inflate(view, start, end, min(HEAD_SIZE, budget))
                 sniffed = sniff_bytes(head, leaf)
                 if error and not head:
                     yield self._inflate_error(where, m, path, error)
                     return
-            if sniffed.format in _SKIP and not sniffed.embedded:
+            if sniffed is not None and sniffed.format in _SKIP and not sniffed.embedded:
                 return
             complete, error = True, None
             if method == _DEFLATED:
@@ -520,7 +522,7 @@ class _ZipScan:
                                   evidence={"limit": "max_decompressed"}, key=f"budget:{path}")
             if complete and not error and end - start == csize and crc is not None:
                 # (a member cut by the end of the file was reported by the kernel: data-out-of-range)
-                actual = zlib.crc32(data)
+                actual = engine.crc32(data)
                 if actual != crc:
                     yield from self._inconsistent(
                         where, "crc-mismatch", f"{m['name']!r}: CRC-32 of the data is {actual:08x}, "
@@ -530,7 +532,7 @@ class _ZipScan:
                     yield from self._inconsistent(
                         where, "size-mismatch", f"{m['name']!r}: {len(data)} bytes, declared {usize}",
                         f"{path}:data", declared=usize, actual=len(data))
-            if m["name"] in self.torch_records and complete and _TORCH_RECORD_CONTENT.fullmatch(data):
+            if record:
                 return
             if method == _DEFLATED or not complete:
                 sniffed = sniff_bytes(data, leaf)

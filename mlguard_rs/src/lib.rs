@@ -535,6 +535,23 @@ mod bindings {
         drop(input);
         out
     }
+
+    /// crc32(data) -> int
+    ///
+    /// zlib's CRC-32 of a bytes-like object; see `mlguard.engine.crc32`, the supported entry
+    /// point. The GIL is released for 64 KiB and more.
+    #[pyfunction]
+    fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let crc = if slice.len() < 1 << 16 {
+            crc32fast::hash(slice)
+        } else {
+            py.detach(|| crc32fast::hash(slice))
+        };
+        drop(input);
+        Ok(crc)
+    }
     // ------------------------------------------------------------ end of zip kernel bindings ----
 
     // ------------------------------------------------------------- protobuf walk (protobuf.rs) ----
@@ -733,6 +750,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(pickle_facts, m)?)?;
         m.add_function(wrap_pyfunction!(pickle_facts_file, m)?)?;
         m.add_function(wrap_pyfunction!(zip_facts, m)?)?;
+        m.add_function(wrap_pyfunction!(crc32, m)?)?;
         m.add_function(wrap_pyfunction!(protobuf_walk, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
