@@ -299,6 +299,8 @@ def _byte_buffer(data):
 def _load_native():
     """Import mlguard_rs once; remember the reason if it fails."""
     global _native_module, _native_error, _native_tried
+    if _native_tried:  # set last, under the lock: once seen, the module (or the error) is final
+        return _native_module
     with _lock:
         if not _native_tried:
             try:
