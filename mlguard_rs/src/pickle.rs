@@ -820,8 +820,8 @@ fn call_slot(opcode: u8) -> usize {
     }
 }
 
-/// A symbolic stack / memo value. 16 bytes, Copy: strings are spans of the data, tuples
-/// indices into the pickle's [`Tuples`].
+/// A symbolic stack value (16 bytes, Copy; the memo packs it into a [`Slot`]): strings are
+/// spans of the data, tuples indices into the pickle's [`Tuples`].
 #[derive(Clone, Copy, Debug)]
 enum Val {
     /// A value that is certainly not a str and not tracked (numbers, lists, sets, ...).
@@ -1521,7 +1521,7 @@ impl Memo {
             }
             Val::Global(g) => (tag::GLOBAL, g as u64),
             Val::Result { target, obj } => {
-                // obj: an index below MAX_OBJS (< 2^26), NO_OBJ or MAYBE_OBJ, in 28 bits
+                // obj: an index below MAX_OBJS (2^20), NO_OBJ or MAYBE_OBJ, in 28 bits
                 debug_assert!(obj.wrapping_add(2) < 1 << 28);
                 (
                     tag::RESULT,
