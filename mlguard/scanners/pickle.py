@@ -130,7 +130,7 @@ class PickleScanner:
         "max_opcodes": Option("int", engine.DEFAULT_PICKLE_LIMITS.max_opcodes,
                               "Opcodes analysed per file; past it the rest is reported (pickle-limit-exceeded)."),
         "max_memo": Option("int", 4_000_000,
-                           "Memo entries per pickle, 16 bytes of memory each while scanning (a 32 MB pickle "
+                           "Memo entries per pickle, 8 bytes of memory each while scanning (a 32 MB pickle "
                            "of a list of small dicts uses 1.9 M); past it the rest is reported."),
     }
 
