@@ -314,6 +314,33 @@ def test_values_survive_the_memo():
             assert [c["opcode"] for c in f["calls"]] == ["NEWOBJ", "BUILD"], (value, push)
 
 
+def test_memo_budget():
+    """Past max_memo a new memo key keeps only a global, a call result or a joblib dict; any other
+    value is dropped, its key still counted (MEMOIZE keys stay CPython's) and a GET of it pushes an
+    unknown value: an operand built from it is "computed", a call through a kept global stays linked,
+    a key never PUT is still an error."""
+    data = (b"\x80\x04" + su("os") + b"\x94" + su("system") + b"\x94"      # keys 0, 1 (within the budget)
+            + su("posix") + b"\x94" + su("system") + b"\x94" + b"00"         # keys 2, 3: dropped
+            + b"h\x00h\x01\x93\x94"                                         # os.system: key 4, kept
+            + b"h\x02h\x03\x93"                                             # operands from dropped keys
+            + b"h\x04" + su("id") + b"\x85R.")                                # os.system("id")
+    f = facts(data, max_memo=2)
+    p = only(f)
+    assert (p["status"], f["limit"], p["memo_dropped"]) == ("stop", None, 2)
+    assert [(g["module"], g["name"], g["resolution"]) for g in f["globals"]] == [
+        ("os", "system", "memo"), (None, None, "computed")]
+    assert [c["target"] for c in f["calls"]] == [0]
+    assert facts(data)["globals"][1]["module"] == "posix"           # with room, all is kept
+    bad = data[:-1] + b"0h\x09."                                     # GET of a key never PUT
+    assert only(facts(bad, max_memo=2))["error"] == "memo-missing"
+    # MEMOIZE after dropped keys uses CPython's key: GET 5 is the second global, kept
+    again = data[:-1] + b"0" + su("os") + su("getcwd") + b"\x93\x94" + b"0h\x05)R."
+    f = facts(again, max_memo=2)
+    assert only(f)["status"] == "stop" and [c["target"] for c in f["calls"]] == [0, 2]
+    # a call result kept past the budget under a key inside the range BINPUT 5 gave the memo (found by fuzzing)
+    assert only(facts(su("os") + b"Pp\nRq\x05r\x01\x00\x00\x00\x94h\x02.", max_memo=2))["status"] == "stop"
+
+
 def test_computed_stack_global_operands():
     # module = str.__add__("o", "s") computed at load time, fed to STACK_GLOBAL
     data = (b"\x80\x04" + su("builtins") + su("str") + b"\x93\x94"
@@ -536,8 +563,12 @@ def test_limits():
     p = only(f)
     assert (p["status"], p["opcodes"], p["error"], f["limit"]) == ("limit", 10, None, "opcodes")
     assert p["error_offset"] == [pos for _, _, pos in pickletools.genops(data)][10]
+    # past max_memo the memo drops what cannot name code and the analysis goes on (test_memo_budget)
     f = facts(pickle.dumps([str(i) for i in range(50)], protocol=4), max_memo=20)
-    assert f["limit"] == "memo" and only(f)["status"] == "limit"
+    assert (f["limit"], only(f)["status"], only(f)["memo_dropped"]) == (None, "stop", 31)  # 51 PUTs
+    far = b"N" + b"".join(b"r" + struct.pack("<I", 2**31 + i) for i in range(pure.MAX_FAR_DROPPED + 1)) + b"."
+    f = facts(far, max_memo=0)
+    assert f["limit"] == "memo" and only(f)["error_offset"] == 1 + 5 * pure.MAX_FAR_DROPPED
     deep = b"(" * 1000 + b"N"
     f = facts(deep, max_stack=500)
     assert f["limit"] == "stack" and only(f)["opcodes"] == 501
@@ -796,6 +827,7 @@ def test_random_opcode_programs(data):
     check_arg_shapes(f)
     f2 = facts(data, max_stack=8, max_memo=2, max_opcodes=30, max_string=3, max_facts=3)
     assert f2["pickles"]
+    facts(data + b".", max_memo=0)   # every value past the memo's budget
 
 
 @FAST

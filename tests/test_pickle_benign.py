@@ -158,6 +158,18 @@ def test_pandas_to_pickle(tmp_path):
     assert_clean(mlguard.scan_file(path))
 
 
+def test_pandas_frame_larger_than_the_memo_budget():
+    """A frame memoizing far more objects than `pickle.max_memo` (here 3,000 strings against 50, as a 4.5 M-row
+    frame does against the default 4 M) is scanned to its end and raises nothing: past the budget the memo drops
+    values instead of stopping the analysis."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": [f"row {i}" for i in range(3000)], "n": np.arange(3000)})
+    policy = Policy(scanner_options={"pickle": {"max_memo": 50}})
+    for protocol in (2, 4, 5):
+        result = mlguard.scan_bytes(pickle.dumps(frame, protocol=protocol), name="frame.pkl", policy=policy)
+        assert result.findings == ()
+
+
 def test_pandas_iana_timezone():
     frame = mixed_frame("Europe/Paris")
     # ZoneInfo pickles as getattr(ZoneInfo, '_unpickle'): the `wrappers` policy judges it as ZoneInfo._unpickle

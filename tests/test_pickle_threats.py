@@ -3,6 +3,7 @@
 Every stream here is built and scanned, never loaded.
 """
 import pickle
+import struct
 
 import pytest
 
@@ -248,18 +249,31 @@ def test_joblib_array_bytes_that_plain_pickle_runs_are_found(tmp_path):
     assert hits and hits[0].evidence["module"] == "os"
 
 
-@pytest.mark.parametrize("limit, option, value", [("opcodes", "max_opcodes", 1_000), ("memo", "max_memo", 100)])
-def test_a_limit_is_high_and_names_the_option_that_raises_it(tmp_path, limit, option, value):
-    """Past a limit the rest is not analysed: reported high, with the `.ml-guard.yml` key that raises the limit;
-    with the limit raised, the same benign file is clean."""
+def test_the_opcode_limit_is_high_and_names_the_option_that_raises_it(tmp_path):
+    """Past the opcode limit the rest is not analysed: reported high, with the `.ml-guard.yml` key that raises
+    the limit; with the limit raised, the same benign file is clean."""
     path = tmp_path / "rows.pkl"
     path.write_bytes(pickle.dumps([{"id": i, "name": f"n{i}"} for i in range(500)], protocol=4))
-    (tmp_path / ".ml-guard.yml").write_text(f"pickle:\n  {option}: {value}\n")
+    (tmp_path / ".ml-guard.yml").write_text("pickle:\n  max_opcodes: 1000\n")
     hit = [f for f in scan_tree(tmp_path).findings if f.rule_id == "pickle-limit-exceeded"]
-    assert [(f.severity, f.evidence["limit"]) for f in hit] == [(Severity.HIGH, limit)]
-    assert f"raise `pickle.{option}` in .ml-guard.yml" in hit[0].message
-    (tmp_path / ".ml-guard.yml").write_text(f"pickle:\n  {option}: {value * 100}\n")
+    assert [(f.severity, f.evidence["limit"]) for f in hit] == [(Severity.HIGH, "opcodes")]
+    assert "raise `pickle.max_opcodes` in .ml-guard.yml" in hit[0].message
+    (tmp_path / ".ml-guard.yml").write_text("pickle:\n  max_memo: 100\n  max_opcodes: 100000\n")
     assert scan_tree(tmp_path).findings == ()
+
+
+def test_past_the_memo_budget_the_analysis_goes_on(tmp_path):
+    """A big benign pickle (here 1,000 memoized objects against a budget of 100) is scanned to its end in bounded
+    memory and raises nothing; a payload after the budget, reaching its callable through the memo, is found."""
+    rows = pickle.dumps([{"id": i, "name": f"n{i}"} for i in range(500)], protocol=2)
+    payload = (b"cposix\nsystem\n" + b"r" + struct.pack("<I", 5000) + b"0"    # memo[5000] = posix.system
+               + b"j" + struct.pack("<I", 5000) + b"X\x0a\x00\x00\x00echo pwned\x85R.")
+    (tmp_path / "rows.pkl").write_bytes(rows)
+    (tmp_path / "evil.pkl").write_bytes(rows[:-1] + b"0" + payload)
+    (tmp_path / ".ml-guard.yml").write_text("pickle:\n  max_memo: 100\n")
+    result = scan_tree(tmp_path)
+    assert {(f.path, f.rule_id, f.severity) for f in result.findings} == {
+        ("evil.pkl", "pickle-dangerous-global", Severity.CRITICAL)}
 
 
 def test_the_stack_limit_is_high_and_not_configurable():

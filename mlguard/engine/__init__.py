@@ -30,7 +30,8 @@ Python values::
                   "status": "stop" | "truncated" | "error" | "limit",
                   "error": None | "<error code>",   # set iff status is "error" or "truncated"
                   "error_offset": None | int,       # where it stopped; set iff status != "stop"
-                  "frame_violations": [{"offset": 11, "kind": "<violation kind>"}]}],
+                  "frame_violations": [{"offset": 11, "kind": "<violation kind>"}],
+                  "memo_dropped": 0}],     # PUTs whose value the memo dropped (max_memo below)
      "globals": [{"pickle": 0, "offset": 2,
                   "opcode": "GLOBAL" | "STACK_GLOBAL" | "INST",
                   "module": "os" | None, "name": "system" | None,  # None when unresolvable
@@ -211,11 +212,17 @@ memo keys beyond 2**63-1).
 Limits. Hitting one sets the pickle's status to "limit" (``error`` None, ``error_offset`` the
 opcode where it stopped), sets the top-level ``limit`` and ends the analysis. ``max_opcodes``
 counts opcodes over all pickles and is checked before each opcode; ``max_stack`` (stack items
-plus open marks) and ``max_memo`` (distinct memo keys) are checked after each opcode;
-``max_pickles`` (nested pickles included) before starting each pickle; ``max_facts`` (globals +
-calls + ext + persistent_ids + frame violations + raw spans, which bounds the size of the
-result; calls and persistent ids are counted one per opcode even when ``compact`` groups them)
-after each opcode.
+plus open marks) after each opcode; ``max_pickles`` (nested pickles included) before starting
+each pickle; ``max_facts`` (globals + calls + ext + persistent_ids + frame violations + raw spans,
+which bounds the size of the result; calls and persistent ids are counted one per opcode even when
+``compact`` groups them) after each opcode.
+
+``max_memo`` is a budget, not a stop: a pickle's memo keeps up to that many values; past it a new
+key keeps only a global, a call result or a joblib dict, and any other value is dropped (counted
+in ``memo_dropped``). A dropped key still counts for MEMOIZE, as in CPython, and a GET of it pushes
+an unknown value (a STACK_GLOBAL operand made of one is "computed"). The memo limit stops a pickle
+only when more than 2**20 values were kept past the budget or 2**16 dropped keys lie far beyond
+the others (``>= 2 * len(memo) + 1024``), which only a crafted stream does.
 """
 from __future__ import annotations
 
@@ -262,7 +269,7 @@ class PickleLimits:
     max_opcodes: int = 20_000_000
     """Opcodes executed, summed over all pickles of the input."""
     max_memo: int = 1_000_000
-    """Distinct memo keys alive in one pickle."""
+    """Memo values kept in one pickle before it keeps only globals, call results and joblib dicts."""
     max_stack: int = 1_000_000
     """Stack items plus open MARKs in one pickle."""
     max_pickles: int = 64

@@ -15,7 +15,7 @@ from .interface import Artifact, Option, ScanContext
 MAX_EMBED_DEPTH = 8
 """Payloads embedded in payloads are followed this deep (containers count too)."""
 _PREVIEW = 120
-_LIMIT_OPTIONS = {"opcodes": "max_opcodes", "memo": "max_memo"}
+_LIMIT_OPTIONS = {"opcodes": "max_opcodes"}
 """The limits a user may raise (kernel limit -> option of this scanner)."""
 
 
@@ -130,8 +130,9 @@ class PickleScanner:
         "max_opcodes": Option("int", engine.DEFAULT_PICKLE_LIMITS.max_opcodes,
                               "Opcodes analysed per file; past it the rest is reported (pickle-limit-exceeded)."),
         "max_memo": Option("int", 4_000_000,
-                           "Memo entries per pickle, 8 bytes of memory each while scanning (a 32 MB pickle "
-                           "of a list of small dicts uses 1.9 M); past it the rest is reported."),
+                           "Memo values kept per pickle, 8 bytes each while scanning (a 32 MB pickle of a list "
+                           "of small dicts memoizes 1.9 M); past it only globals and call results are kept and "
+                           "the analysis goes on."),
     }
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:

@@ -185,6 +185,7 @@ mod bindings {
                 violations.append(vd)?;
             }
             d.set_item(intern!(py, "frame_violations"), violations)?;
+            d.set_item(intern!(py, "memo_dropped"), p.memo_dropped)?;
             pickles.append(d)?;
         }
 

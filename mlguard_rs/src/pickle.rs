@@ -24,7 +24,7 @@
 //! size / stack depth / number of pickles / facts / tracked literals, and string operands
 //! keep at most `max_string` characters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Highest pickle protocol CPython's unpickler accepts (`pickle.HIGHEST_PROTOCOL`).
 pub const HIGHEST_PROTOCOL: u8 = 5;
@@ -214,7 +214,8 @@ static VALID: [bool; 256] = opcode_table();
 pub struct Limits {
     /// Opcodes executed, summed over all pickles of the input.
     pub max_opcodes: u64,
-    /// Distinct memo keys alive in one pickle.
+    /// Memo values kept in one pickle before it keeps only globals, call results and joblib
+    /// dicts (a budget, not a stop: see [`Memo`]).
     pub max_memo: u64,
     /// Stack items plus open marks in one pickle.
     pub max_stack: u64,
@@ -550,6 +551,9 @@ pub struct PickleInfo {
     pub error_offset: Option<usize>,
     /// Framing violations, in the order they were found.
     pub frame_violations: Vec<FrameViolation>,
+    /// PUTs whose value the memo dropped past its budget (`max_memo`); GETs of them read as
+    /// unknown.
+    pub memo_dropped: u64,
 }
 
 /// An import: GLOBAL, STACK_GLOBAL or INST.
@@ -724,6 +728,7 @@ fn run_pickle(
         error: None,
         error_offset: None,
         frame_violations: Vec::new(),
+        memo_dropped: 0,
     });
     let limits = ctx.limits;
     let mut m = Machine::new(data, start, index, parent, joblib, &limits);
@@ -1380,7 +1385,13 @@ enum How {
 /// The memo: a map from key to value. Picklers use small consecutive keys, so those live in
 /// a vector; keys far beyond the number of entries (which a hostile stream may choose) go to
 /// a hash map, so memory stays proportional to the entries, never to a key's value. Each
-/// entry is a [`Slot`] of 8 bytes.
+/// value kept is a [`Slot`] of 8 bytes.
+///
+/// Up to a budget (`max_memo`) every value is kept. Past it a new key keeps only a global, a
+/// call result or a joblib dict (what names code; at most [`KEEP_PAST_BUDGET`] more); any
+/// other value is dropped and its key remembered in a bitset, so `len` (which MEMOIZE uses)
+/// stays CPython's and a GET of the key reads as unknown instead of failing. Memory then grows
+/// by a bit per key, not by a value.
 #[derive(Default)]
 struct Memo {
     dense: Vec<Slot>,
@@ -1389,8 +1400,24 @@ struct Memo {
     /// (a literal is identified by its payload's offset: one entry per literal, however often
     /// it is memoized).
     long: HashMap<u64, usize>,
+    /// Distinct keys PUT, kept or dropped: CPython's `len(memo)`.
     len: usize,
+    /// Values kept.
+    kept: usize,
+    /// Keys whose value was dropped: a bitset for keys near the others, a set (at most
+    /// [`MAX_FAR_DROPPED`]) for keys far beyond them.
+    dropped_bits: Vec<u64>,
+    dropped_far: HashSet<u64>,
+    /// PUTs whose value was dropped.
+    dropped: u64,
 }
+
+/// Values of the kinds a memo keeps past its budget, at most (then the memo limit stops the
+/// pickle).
+pub const KEEP_PAST_BUDGET: usize = 1 << 20;
+
+/// Dropped keys far beyond the memo's other keys (only a hostile stream makes them), at most.
+pub const MAX_FAR_DROPPED: usize = 1 << 16;
 
 /// A memo value in 8 bytes (`Slot(0)`: no entry): a tag in the low 4 bits, the value above.
 /// A str/bytes literal keeps its kind, offset and length when the offset is below 2^40 and
@@ -1429,19 +1456,95 @@ impl Memo {
     fn get(&self, key: u64) -> Option<Val> {
         let s = match usize::try_from(key) {
             Ok(k) if k < self.dense.len() => self.dense[k],
-            _ => *self.sparse.get(&key)?,
+            _ => self.sparse.get(&key).copied().unwrap_or_default(),
         };
+        if s == Slot(0) {
+            return (self.dropped > 0 && self.is_dropped(key)).then_some(Val::Unknown);
+        }
         self.unpack(s)
     }
 
+    /// `memo[key] = v`, within the budget `max_memo` (see [`Memo`]); false when the memo limit
+    /// is reached.
     #[inline(always)]
-    fn insert(&mut self, key: u64, v: Val) {
-        let s = self.pack(v);
-        if key < self.dense.len() as u64 {
-            if std::mem::replace(&mut self.dense[key as usize], s) == Slot(0) {
+    fn put(&mut self, key: u64, v: Val, max_memo: usize) -> bool {
+        if self.kept < max_memo {
+            // (no key was dropped yet: the budget is only ever passed once)
+            if self.insert(key, v) {
+                self.kept += 1;
                 self.len += 1;
             }
-            return;
+            return true;
+        }
+        self.put_past_budget(key, v, max_memo)
+    }
+
+    #[cold]
+    fn put_past_budget(&mut self, key: u64, v: Val, max_memo: usize) -> bool {
+        let dense = usize::try_from(key).ok().filter(|&k| k < self.dense.len());
+        let has_value = match dense {
+            Some(k) => self.dense[k] != Slot(0),
+            None => self.sparse.contains_key(&key),
+        };
+        let was_dropped = !has_value && self.is_dropped(key);
+        if has_value || matches!(v, Val::Global(_) | Val::Result { .. } | Val::Dict(_)) {
+            if !has_value && self.kept >= max_memo.saturating_add(KEEP_PAST_BUDGET) {
+                return false;
+            }
+            let s = self.pack(v);
+            match dense {
+                Some(k) => self.dense[k] = s,
+                None => {
+                    self.sparse.insert(key, s); // past the budget the vector no longer grows
+                }
+            }
+            if !has_value {
+                self.kept += 1;
+            }
+        } else {
+            if !was_dropped && !self.mark_dropped(key) {
+                return false;
+            }
+            self.dropped += 1;
+        }
+        if !has_value && !was_dropped {
+            self.len += 1;
+        }
+        true
+    }
+
+    fn is_dropped(&self, key: u64) -> bool {
+        let word = usize::try_from(key / 64).unwrap_or(usize::MAX);
+        self.dropped_bits
+            .get(word)
+            .is_some_and(|w| w & (1 << (key % 64)) != 0)
+            || self.dropped_far.contains(&key)
+    }
+
+    /// Remember that `key` was dropped; false when too many far keys were.
+    fn mark_dropped(&mut self, key: u64) -> bool {
+        let bound = (self.len as u64).saturating_mul(2).saturating_add(1024);
+        if key < bound {
+            let word = (key / 64) as usize;
+            if word >= self.dropped_bits.len() {
+                self.dropped_bits.resize(word + 1, 0);
+            }
+            self.dropped_bits[word] |= 1 << (key % 64);
+        } else {
+            if self.dropped_far.len() >= MAX_FAR_DROPPED {
+                return false;
+            }
+            self.dropped_far.insert(key);
+        }
+        true
+    }
+
+    /// Store `v` under `key`; true when the key had no value.
+    #[inline(always)]
+    fn insert(&mut self, key: u64, v: Val) -> bool {
+        let s = self.pack(v);
+        if key < self.dense.len() as u64 {
+            return std::mem::replace(&mut self.dense[key as usize], s) == Slot(0);
         }
         if key == self.dense.len() as u64
             && self.dense.len() < self.dense.capacity()
@@ -1449,15 +1552,14 @@ impl Memo {
         {
             // the next key, with room reserved: slots are written (and their pages touched) as keys come
             self.dense.push(s);
-            self.len += 1;
-            return;
+            return true;
         }
         self.insert_slow(key, s)
     }
 
     #[cold]
-    fn insert_slow(&mut self, key: u64, s: Slot) {
-        let bound = (self.len as u64).saturating_mul(2).saturating_add(1024);
+    fn insert_slow(&mut self, key: u64, s: Slot) -> bool {
+        let bound = (self.kept as u64).saturating_mul(2).saturating_add(1024);
         if key >= self.dense.len() as u64 && key < bound {
             // Grow the vector by a quarter (not doubling: large pickles hold millions of keys) and
             // move sparse keys into it; at most ~2x the entries + 2048. Without sparse keys the
@@ -1480,12 +1582,9 @@ impl Memo {
                 });
             }
         }
-        let added = match usize::try_from(key) {
+        match usize::try_from(key) {
             Ok(k) if k < self.dense.len() => std::mem::replace(&mut self.dense[k], s) == Slot(0),
             _ => self.sparse.insert(key, s).is_none(),
-        };
-        if added {
-            self.len += 1;
         }
     }
 
@@ -1789,6 +1888,10 @@ impl<'a> Machine<'a> {
                 sparse: HashMap::new(),
                 long: HashMap::new(),
                 len: 0,
+                kept: 0,
+                dropped_bits: Vec::new(),
+                dropped_far: HashSet::new(),
+                dropped: 0,
             },
             proto: 0,
             first_proto: None,
@@ -1838,6 +1941,7 @@ impl<'a> Machine<'a> {
             error,
             error_offset,
             frame_violations: std::mem::take(&mut self.violations),
+            memo_dropped: self.memo.dropped,
         }
     }
 
@@ -1886,8 +1990,8 @@ impl<'a> Machine<'a> {
                 }
                 Err(Halt::Nested(status, error, offset)) => return (status, error, offset),
             }
-            // Limits are checked after each opcode, in this order: stack, memo (in memo_put,
-            // the only place it grows), facts (when some were recorded).
+            // Limits are checked after each opcode, in this order: stack, facts (when some were
+            // recorded); the memo's (crafted streams only) in memo_put, the only place it grows.
             if self.stack.len() + self.marks.len() > self.max_stack {
                 ctx.facts.limit = Some(LimitKind::Stack);
                 return (Status::Limit, None, Some(at));
@@ -2081,8 +2185,7 @@ impl<'a> Machine<'a> {
     #[inline(always)]
     fn memo_put(&mut self, key: u64) -> Step<()> {
         let v = *self.top()?;
-        self.memo.insert(key, v);
-        if self.memo.len() > self.max_memo {
+        if !self.memo.put(key, v, self.max_memo) {
             return Err(Halt::Limit(LimitKind::Memo));
         }
         Ok(())
@@ -4287,20 +4390,16 @@ mod tests {
         assert_eq!(f.limit, Some(LimitKind::Stack));
         assert_eq!(f.pickles[0].error_offset, Some(3));
 
-        let f = analyze(
-            &[
-                op::NONE,
-                op::MEMOIZE,
-                op::MEMOIZE,
-                op::BINPUT,
-                0,
-                op::MEMOIZE,
-                op::STOP,
-            ],
-            &lim(|l| l.max_memo = 2),
-        );
+        // past max_memo values are dropped, not a limit (see memo_budget); far keys are bounded
+        let mut d = vec![op::NONE];
+        for i in 0..=MAX_FAR_DROPPED as u32 {
+            d.push(op::LONG_BINPUT);
+            d.extend((0x8000_0000 + i).to_le_bytes());
+        }
+        d.push(op::STOP);
+        let f = analyze(&d, &lim(|l| l.max_memo = 0));
         assert_eq!(f.limit, Some(LimitKind::Memo));
-        assert_eq!(f.pickles[0].error_offset, Some(5));
+        assert_eq!(f.pickles[0].error_offset, Some(1 + 5 * MAX_FAR_DROPPED));
 
         // INST adds two facts at once: the limit is checked after the opcode.
         let f = analyze(b"cos\nsystem\n(ios\nsystem\nN.", &lim(|l| l.max_facts = 2));
@@ -4544,25 +4643,67 @@ mod tests {
     #[test]
     fn memo_dense_and_sparse_keys() {
         let mut m = Memo::default();
-        m.insert(5000, Val::Global(7)); // far beyond the entries: sparse
-        m.insert(u32::MAX as u64, Val::Global(8));
+        m.put(5000, Val::Global(7), usize::MAX); // far beyond the entries: sparse
+        m.put(u32::MAX as u64, Val::Global(8), usize::MAX);
         assert!(m.dense.len() < 5000);
         for k in 0..4500u64 {
-            m.insert(k, Val::Other);
+            m.put(k, Val::Other, usize::MAX);
         }
         assert!(m.dense.len() > 5000, "dense grew over the sparse key");
         assert!(matches!(m.get(5000), Some(Val::Global(7))));
         assert!(matches!(m.get(u32::MAX as u64), Some(Val::Global(8))));
         assert_eq!(m.len(), 4502);
-        m.insert(5000, Val::Other); // overwrite: no new entry
-        m.insert(0, Val::Other);
+        m.put(5000, Val::Other, usize::MAX); // overwrite: no new entry
+        m.put(0, Val::Other, usize::MAX);
         assert_eq!(m.len(), 4502);
         assert!(m.get(4999).is_none());
         assert!(m.dense.len() <= 4 * m.len() + 2048);
         // A hostile key does not allocate by its value.
         let mut m = Memo::default();
-        m.insert(1 << 40, Val::Other);
+        m.put(1 << 40, Val::Other, usize::MAX);
         assert!(m.dense.is_empty());
+    }
+
+    #[test]
+    fn memo_budget() {
+        let budget = |max_memo| Limits {
+            max_memo,
+            ..Limits::default()
+        };
+        // max_memo 2: keys 0 and 1 keep their values; key 2 (None) is dropped, yet MEMOIZE
+        // keys stay CPython's; a global past the budget is kept; a GET of a dropped key is
+        // unknown, of a key never PUT an error
+        let mut d = vec![op::PROTO, 4, op::NONE, op::MEMOIZE, op::MEMOIZE]; // keys 0, 1
+        d.extend([op::BINPUT, 0]); // overwrite a kept key
+        d.extend([op::MEMOIZE, op::POP]); // key 2: dropped
+        d.extend(b"cos\nsystem\n"); // a global...
+        d.extend([op::MEMOIZE, op::POP]); // ...key 3: kept past the budget
+        d.extend([op::BINGET, 3, op::BINGET, 2, op::TUPLE1, op::REDUCE]);
+        d.extend([op::BINGET, 2, op::BINPUT, 2, op::MEMOIZE]); // a dropped key again; key 4
+        d.extend([op::BINGET, 9, op::STOP]);
+        let f = analyze(&d, &budget(2));
+        let p = &f.pickles[0];
+        assert_eq!(f.limit, None);
+        assert_eq!(
+            (p.status, p.error),
+            (Status::Error, Some(ErrorCode::MemoMissing))
+        );
+        assert_eq!(p.error_offset, Some(d.len() - 3));
+        assert_eq!(p.memo_dropped, 3);
+        assert_eq!(f.calls.len(), 1);
+        assert_eq!(
+            f.calls[0].target,
+            Some(0),
+            "the call through the kept global is linked"
+        );
+        let mut d2 = d.clone();
+        let n = d2.len();
+        d2[n - 2] = 4; // GET 4: the MEMOIZE after the dropped key 2 used key 4, as CPython
+        let f = analyze(&d2, &budget(2));
+        assert_eq!(f.pickles[0].status, Status::Stop);
+        // without a budget nothing is dropped
+        let f = analyze(&d2, &budget(100));
+        assert_eq!(f.pickles[0].memo_dropped, 0);
     }
 
     #[test]

@@ -28,6 +28,10 @@ MAX_DICT_INFOS = 1 << 16
 """Dicts whose joblib-relevant keys are remembered per pickle."""
 MAX_OBJS = 1 << 20
 """joblib wrappers and numpy dtypes tracked per pickle."""
+KEEP_PAST_BUDGET = 1 << 20
+"""Globals, call results and joblib dicts a memo keeps past its budget (``max_memo``), at most."""
+MAX_FAR_DROPPED = 1 << 16
+"""Dropped memo keys far beyond the others (``>= 2 * len + 1024``), at most."""
 
 OPCODE_NAMES: dict[int, str] = {
     0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT",
@@ -386,7 +390,11 @@ class _Machine:
         self.wrapper_class_tainted = False
         self.stack: list = []
         self.marks: list = []
-        self.memo: dict = {}
+        self.memo: dict = {}        # the values kept
+        self.memo_len = 0           # distinct keys PUT, kept or dropped: CPython's len(memo)
+        self.dropped_keys: set = set()
+        self.far_dropped = 0
+        self.memo_dropped = 0       # PUTs whose value was dropped
         self.proto = 0
         self.first_proto = None
         self.violations: list = []
@@ -483,12 +491,38 @@ class _Machine:
         return self.marks.pop()
 
     def memo_put(self, key: int) -> None:
-        self.memo[key] = self.top()
+        """``memo[key] = top``. Up to ``max_memo`` values are kept; past that a new key keeps only a
+        global, a call result or a joblib dict (at most KEEP_PAST_BUDGET more), any other value is
+        dropped (its key remembered: a GET of it reads as unknown)."""
+        v = self.top()
+        budget = self.a.max_memo
+        if key in self.memo or len(self.memo) < budget:
+            if key not in self.memo:
+                self.memo_len += 1
+            self.memo[key] = v
+            return
+        dropped = key in self.dropped_keys
+        if v[0] in (_GLOBAL, _RESULT, _DICT):
+            if len(self.memo) >= budget + KEEP_PAST_BUDGET:
+                raise _Halt("limit:memo")
+            self.memo[key] = v
+        else:
+            if not dropped:
+                if key >= 2 * self.memo_len + 1024:
+                    if self.far_dropped >= MAX_FAR_DROPPED:
+                        raise _Halt("limit:memo")
+                    self.far_dropped += 1
+                self.dropped_keys.add(key)
+            self.memo_dropped += 1
+        if not dropped:
+            self.memo_len += 1
 
     def memo_get(self, key: int) -> None:
         v = self.memo.get(key)
         if v is None:
-            raise _Halt("memo-missing")
+            if key not in self.dropped_keys:
+                raise _Halt("memo-missing")
+            v = _UNKNOWN
         if v[0] == _STR:
             v = (_STR, v[1], True, v[3], v[4])
         self.stack.append(v)
@@ -837,10 +871,6 @@ class _Machine:
                 a.limit = "stack"
                 status, error_offset = "limit", at
                 break
-            if len(self.memo) > a.max_memo:
-                a.limit = "memo"
-                status, error_offset = "limit", at
-                break
             if a.recorded + len(self.violations) > a.max_facts:
                 a.limit = "facts"
                 status, error_offset = "limit", at
@@ -853,7 +883,7 @@ class _Machine:
         return {"index": self.index, "parent": self.parent, "start": start, "end": end,
                 "frame_end": frame_end, "protocol": self.first_proto, "opcodes": opcodes,
                 "status": status, "error": error, "error_offset": error_offset,
-                "frame_violations": self.violations}
+                "frame_violations": self.violations, "memo_dropped": self.memo_dropped}
 
 
 def _dtype_setstate(d, state):
@@ -1177,7 +1207,7 @@ def _long_binput(m, code, at):
 
 
 def _memoize(m, code, at):
-    m.memo_put(len(m.memo))
+    m.memo_put(m.memo_len)
 
 
 def _get(m, code, at):
