@@ -218,11 +218,11 @@ which bounds the size of the result; calls and persistent ids are counted one pe
 ``compact`` groups them) after each opcode.
 
 ``max_memo`` is a budget, not a stop: a pickle's memo keeps up to that many values; past it a new
-key keeps only a global, a call result or a joblib dict, and any other value is dropped (counted
-in ``memo_dropped``). A dropped key still counts for MEMOIZE, as in CPython, and a GET of it pushes
-an unknown value (a STACK_GLOBAL operand made of one is "computed"). The memo limit stops a pickle
-only when more than 2**20 values were kept past the budget or 2**16 dropped keys lie far beyond
-the others (``>= 2 * len(memo) + 1024``), which only a crafted stream does.
+key keeps only a global (so calls through the memo stay linked) and any other value is dropped
+(counted in ``memo_dropped``). A dropped key still counts for MEMOIZE, as in CPython, and a GET of
+it pushes an unknown value (a STACK_GLOBAL operand made of one is "computed"). The memo limit stops
+a pickle only when more than 2**20 globals were kept past the budget or 2**16 dropped keys lie far
+beyond the others (``>= 2 * len(memo) + 1024``), which only a crafted stream does.
 """
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ class PickleLimits:
     max_opcodes: int = 20_000_000
     """Opcodes executed, summed over all pickles of the input."""
     max_memo: int = 1_000_000
-    """Memo values kept in one pickle before it keeps only globals, call results and joblib dicts."""
+    """Memo values kept in one pickle before it keeps only globals."""
     max_stack: int = 1_000_000
     """Stack items plus open MARKs in one pickle."""
     max_pickles: int = 64

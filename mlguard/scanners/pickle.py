@@ -131,7 +131,7 @@ class PickleScanner:
                               "Opcodes analysed per file; past it the rest is reported (pickle-limit-exceeded)."),
         "max_memo": Option("int", 4_000_000,
                            "Memo values kept per pickle, 8 bytes each while scanning (a 32 MB pickle of a list "
-                           "of small dicts memoizes 1.9 M); past it only globals and call results are kept and "
+                           "of small dicts memoizes 1.9 M); past it only globals are kept and "
                            "the analysis goes on."),
     }
 

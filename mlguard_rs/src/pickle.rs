@@ -214,8 +214,8 @@ static VALID: [bool; 256] = opcode_table();
 pub struct Limits {
     /// Opcodes executed, summed over all pickles of the input.
     pub max_opcodes: u64,
-    /// Memo values kept in one pickle before it keeps only globals, call results and joblib
-    /// dicts (a budget, not a stop: see [`Memo`]).
+    /// Memo values kept in one pickle before it keeps only globals (a budget, not a stop: see
+    /// [`Memo`]).
     pub max_memo: u64,
     /// Stack items plus open marks in one pickle.
     pub max_stack: u64,
@@ -1387,8 +1387,8 @@ enum How {
 /// a hash map, so memory stays proportional to the entries, never to a key's value. Each
 /// value kept is a [`Slot`] of 8 bytes.
 ///
-/// Up to a budget (`max_memo`) every value is kept. Past it a new key keeps only a global, a
-/// call result or a joblib dict (what names code; at most [`KEEP_PAST_BUDGET`] more); any
+/// Up to a budget (`max_memo`) every value is kept. Past it a new key keeps only a global (what
+/// names code, so calls through the memo stay linked; at most [`KEEP_PAST_BUDGET`] more); any
 /// other value is dropped and its key remembered in a bitset, so `len` (which MEMOIZE uses)
 /// stays CPython's and a GET of the key reads as unknown instead of failing. Memory then grows
 /// by a bit per key, not by a value.
@@ -1412,8 +1412,7 @@ struct Memo {
     dropped: u64,
 }
 
-/// Values of the kinds a memo keeps past its budget, at most (then the memo limit stops the
-/// pickle).
+/// Globals a memo keeps past its budget, at most (then the memo limit stops the pickle).
 pub const KEEP_PAST_BUDGET: usize = 1 << 20;
 
 /// Dropped keys far beyond the memo's other keys (only a hostile stream makes them), at most.
@@ -1487,7 +1486,7 @@ impl Memo {
             None => self.sparse.contains_key(&key),
         };
         let was_dropped = !has_value && self.is_dropped(key);
-        if has_value || matches!(v, Val::Global(_) | Val::Result { .. } | Val::Dict(_)) {
+        if has_value || matches!(v, Val::Global(_)) {
             if !has_value && self.kept >= max_memo.saturating_add(KEEP_PAST_BUDGET) {
                 return false;
             }

@@ -29,7 +29,7 @@ MAX_DICT_INFOS = 1 << 16
 MAX_OBJS = 1 << 20
 """joblib wrappers and numpy dtypes tracked per pickle."""
 KEEP_PAST_BUDGET = 1 << 20
-"""Globals, call results and joblib dicts a memo keeps past its budget (``max_memo``), at most."""
+"""Globals a memo keeps past its budget (``max_memo``), at most."""
 MAX_FAR_DROPPED = 1 << 16
 """Dropped memo keys far beyond the others (``>= 2 * len + 1024``), at most."""
 
@@ -492,8 +492,8 @@ class _Machine:
 
     def memo_put(self, key: int) -> None:
         """``memo[key] = top``. Up to ``max_memo`` values are kept; past that a new key keeps only a
-        global, a call result or a joblib dict (at most KEEP_PAST_BUDGET more), any other value is
-        dropped (its key remembered: a GET of it reads as unknown)."""
+        global (at most KEEP_PAST_BUDGET more); any other value is dropped (its key remembered: a GET
+        of it reads as unknown)."""
         v = self.top()
         budget = self.a.max_memo
         if key in self.memo or len(self.memo) < budget:
@@ -502,7 +502,7 @@ class _Machine:
             self.memo[key] = v
             return
         dropped = key in self.dropped_keys
-        if v[0] in (_GLOBAL, _RESULT, _DICT):
+        if v[0] == _GLOBAL:
             if len(self.memo) >= budget + KEEP_PAST_BUDGET:
                 raise _Halt("limit:memo")
             self.memo[key] = v
