@@ -266,7 +266,7 @@ _warned = False
 class PickleLimits:
     """Bounds on the work :func:`pickle_facts` does for one input."""
 
-    max_opcodes: int = 20_000_000
+    max_opcodes: int = 100_000_000
     """Opcodes executed, summed over all pickles of the input."""
     max_memo: int = 1_000_000
     """Memo values kept in one pickle before it keeps only globals."""

@@ -231,7 +231,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_opcodes: 20_000_000,
+            max_opcodes: 100_000_000,
             max_memo: 1_000_000,
             max_stack: 1_000_000,
             max_pickles: 64,
