@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import copyreg
+import dataclasses
 import datetime
 import decimal
 import functools
@@ -1578,11 +1579,12 @@ def test_pickle_facts_file_memory_stays_bounded(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def compact_of(normal: dict) -> dict:
-    """The documented compact facts, computed from normal-mode facts: each argument-less call
-    group (pickle, opcode, target) / persistent-id group (pickle, opcode) kept where its first
-    member is, with that member's offset and the group size as ``count``; nothing else changes."""
+    """The documented compact facts, computed from normal-mode facts: each call group (pickle, opcode,
+    target) / persistent-id group (pickle, opcode) kept where its first member is, with that member's
+    offset and arguments and the group size as ``count``; nothing else changes (when no limit on facts
+    was reached: a group counts once toward it)."""
     out = dict(normal)
-    for key, group_key in (("calls", lambda c: None if c["args"] else (c["pickle"], c["opcode"], c["target"])),
+    for key, group_key in (("calls", lambda c: (c["pickle"], c["opcode"], c["target"])),
                            ("persistent_ids", lambda p: (p["pickle"], p["opcode"]))):
         kept, groups = [], {}
         for fact in normal[key]:
@@ -1600,10 +1602,10 @@ def compact_of(normal: dict) -> dict:
 
 
 def totals(f: dict) -> tuple:
-    """Calls per (pickle, opcode, target, args) and persistent ids per (pickle, opcode), counts summed."""
+    """Calls per (pickle, opcode, target) and persistent ids per (pickle, opcode), counts summed."""
     calls, pids = collections.Counter(), collections.Counter()
     for c in f["calls"]:
-        calls[c["pickle"], c["opcode"], c["target"], repr(c["args"])] += c["count"]
+        calls[c["pickle"], c["opcode"], c["target"]] += c["count"]
     for p in f["persistent_ids"]:
         pids[p["pickle"], p["opcode"]] += p["count"]
     return calls, pids
@@ -1611,11 +1613,18 @@ def totals(f: dict) -> tuple:
 
 def both_modes(kernel: str, *args, **kwargs) -> dict:
     """Compact facts from both engines (required identical), checked against the normal facts:
-    they are exactly ``compact_of(normal)``, and expanding the counts gives the normal totals."""
+    they are exactly ``compact_of(normal)``, and expanding the counts gives the normal totals. A group
+    counts once toward ``max_facts``: where the normal mode stops at that limit, compact mode is
+    compared with a normal run without it (when compact mode stops at it too, positions differ)."""
     normal = assert_engines_agree(kernel, *args, **kwargs)
     compact = assert_engines_agree(kernel, *args, compact=True, **kwargs)
     assert all(c["count"] == 1 for c in normal["calls"])
     assert all(p["count"] == 1 for p in normal["persistent_ids"])
+    if normal["limit"] == "facts":
+        limits = dataclasses.replace(kwargs.get("limits", DEFAULT_PICKLE_LIMITS), max_facts=2**62)
+        normal = assert_engines_agree(kernel, *args, **{**kwargs, "limits": limits})
+        if compact["limit"] == "facts":
+            return compact
     diff = first_difference(compact, compact_of(normal))
     assert diff is None, diff
     assert totals(compact) == totals(normal)
@@ -1660,9 +1669,9 @@ def test_compact_groups_by_hand():
     r = [i for i, b in enumerate(data) if b == ord("R")]
     assert [(c["offset"], c["target"], len(c["args"])) for c in normal["calls"]] == [
         (r[0], 0, 0), (r[1], 1, 1), (r[2], 0, 0), (r[3], 0, 1), (r[4], 1, 0), (r[5], 0, 0), (r[6], None, 0)]
-    compact = compact_facts(data)
+    compact = compact_facts(data)   # one group per target, with its first call's arguments
     assert [(c["offset"], c["target"], len(c["args"]), c["count"]) for c in compact["calls"]] == [
-        (r[0], 0, 0, 3), (r[1], 1, 1, 1), (r[3], 0, 1, 1), (r[4], 1, 0, 1), (r[6], None, 0, 1)]
+        (r[0], 0, 0, 4), (r[1], 1, 1, 2), (r[6], None, 0, 1)]
     assert [(p["opcode"], p["offset"], p["count"]) for p in compact["persistent_ids"]] == [
         ("BINPERSID", data.index(b"QQ"), 2), ("PERSID", data.index(b"Pp"), 1)]
     for key in ("pickles", "globals", "ext", "raw_spans", "opcode_counts", "limit", "trailing"):
@@ -1681,16 +1690,18 @@ def test_compact_groups_are_per_pickle_and_opcode():
     assert [(p["pickle"], p["count"]) for p in compact["persistent_ids"]] == [(0, 2), (1, 2)]
 
 
-def test_compact_counts_every_call_toward_max_facts():
+def test_compact_counts_a_group_once_toward_max_facts():
+    """5,000 calls of one callable (an object column of a big DataFrame makes millions) are one fact in
+    compact mode: the limit that stops the normal mode at the 1,001st does not stop them."""
     calls = b"N" + b")R" * 5000 + b"."
-    normal = facts(calls, max_facts=1000)
-    compact = compact_facts(calls, max_facts=1000)   # == compact_of(normal): same limit, same offset
-    assert compact["limit"] == "facts" and only(compact)["status"] == "limit"
-    assert only(compact)["error_offset"] == only(normal)["error_offset"]
-    assert [(c["target"], c["offset"], c["count"]) for c in compact["calls"]] == [(None, 2, 1001)]
-    assert compact_facts(calls)["calls"][0]["count"] == 5000
+    assert facts(calls, max_facts=1000)["limit"] == "facts"
+    compact = compact_facts(calls, max_facts=1000)
+    assert compact["limit"] is None and only(compact)["status"] == "stop"
+    assert [(c["target"], c["offset"], c["count"]) for c in compact["calls"]] == [(None, 2, 5000)]
     pids = b"N" + b"Q" * 3000 + b"."
-    assert compact_facts(pids, max_facts=10)["persistent_ids"][0]["count"] == 11
+    assert compact_facts(pids, max_facts=10)["persistent_ids"][0]["count"] == 3000
+    distinct = b"".join(b"cm\nf%d\n)R0" % i for i in range(20)) + b"N."   # 20 globals, 20 groups
+    assert compact_facts(distinct, max_facts=30)["limit"] == "facts"
 
 
 def test_compact_real_pickles_and_joblib():

@@ -74,6 +74,22 @@ def test_pickle_loads_of_embedded_pickle():
     assert inner_hits[0].evidence["name"] == "system"
 
 
+def test_every_call_of_a_deserializer_or_wrapper_is_read():
+    """The scanner reads compact facts, which group the calls of a callable with its first call's arguments; for
+    a deserializer or a wrapper it reads every call: a payload in the second pickle.loads call is scanned, and
+    a partial that wraps a safe global first and an unknown one second is not judged safe."""
+    a = Asm(4).stack_global("pickle", "loads").put(0).bytes_(pickle.dumps(1)).op(pickle.TUPLE1).op(pickle.REDUCE)
+    a = a.op(pickle.POP).get(0).bytes_(malicious_pickle(cmd="echo second")).op(pickle.TUPLE1).op(pickle.REDUCE)
+    result = findings(a.stop())
+    assert len([f for f in result if f.rule_id == "pickle-embedded-payload"]) == 2
+    assert any(f.location.member and f.evidence.get("name") == "system" for f in result)
+    a = Asm(4).stack_global("functools", "partial").put(0).stack_global("collections", "OrderedDict")
+    a = a.op(pickle.TUPLE1).op(pickle.REDUCE).op(pickle.POP)
+    a = a.get(0).stack_global("mypkg.tools", "run").op(pickle.TUPLE1).op(pickle.REDUCE).op(pickle.EMPTY_TUPLE)
+    result = findings(a.op(pickle.REDUCE).stop())
+    assert ("pickle-dangerous-global", "functools") in {(f.rule_id, f.evidence.get("module")) for f in result}
+
+
 @pytest.mark.parametrize("module, name", [("torch.storage", "_load_from_bytes"), ("_pickle", "loads"),
                                           ("cPickle", "loads"), ("dill", "loads")])
 def test_other_nested_deserializers(module, name):

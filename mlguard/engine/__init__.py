@@ -66,10 +66,11 @@ Compact mode (``compact=True``). A big checkpoint calls the same few globals tho
 (a PyTorch ``data.pkl`` with N tensors: N ``_rebuild_tensor_v2`` and N ``OrderedDict`` REDUCEs,
 N BINPERSIDs); building one dict per call costs far more than the parse. With ``compact=True``:
 
-- the calls whose ``args`` list is empty are grouped by (``pickle``, ``opcode``, ``target``)
-  (``target`` None is a group of its own): each group is ONE fact with the group's first
-  call's ``offset`` and ``count`` = the number of calls in the group, ``args`` [];
-- the calls with a non-empty ``args`` list stay one fact each, ``count`` 1;
+- the calls are grouped by (``pickle``, ``opcode``, ``target``) (``target`` None is a group of
+  its own): each group is ONE fact with the group's first call's ``offset`` and ``args`` and
+  ``count`` = the number of calls in the group (an object column of a big DataFrame makes
+  millions of calls of one callable, each with its own arguments; the scanner asks again without
+  compact mode when it needs every call's arguments);
 - ``persistent_ids`` are grouped by (``pickle``, ``opcode``) the same way (all of them: they
   have no arguments);
 - order: each list is the normal list in which every group is kept at the position of its
@@ -79,10 +80,10 @@ N BINPERSIDs); building one dict per call costs far more than the parse. With ``
 
 Summing ``count`` per (pickle, opcode, target) [per (pickle, opcode) for persistent ids] gives
 the same totals in both modes: all that compact mode drops is where the later members of a
-group are (their offsets and positions). Nothing else changes: ``max_facts`` counts every call and every
-persistent id, grouped or not, so limits, statuses, errors, ``globals``, ``ext``,
-``raw_spans``, ``opcode_counts`` and ``trailing`` are exactly those of the normal mode. In the
-normal mode every ``count`` is 1.
+group are and their arguments. ``max_facts`` counts the facts recorded, so a group counts once:
+where the normal mode stops at that limit, compact mode may go further. Otherwise limits,
+statuses, errors, ``globals``, ``ext``, ``raw_spans``, ``opcode_counts`` and ``trailing`` are
+exactly those of the normal mode. In the normal mode every ``count`` is 1.
 
 Offsets are byte offsets in ``data`` (for :func:`pickle_facts_file`, from the start of the
 range): of the opcode, except for argument payloads and raw spans.
@@ -214,8 +215,7 @@ opcode where it stopped), sets the top-level ``limit`` and ends the analysis. ``
 counts opcodes over all pickles and is checked before each opcode; ``max_stack`` (stack items
 plus open marks) after each opcode; ``max_pickles`` (nested pickles included) before starting
 each pickle; ``max_facts`` (globals + calls + ext + persistent_ids + frame violations + raw spans,
-which bounds the size of the result; calls and persistent ids are counted one per opcode even when
-``compact`` groups them) after each opcode.
+which bounds the size of the result; a ``compact`` group counts once) after each opcode.
 
 ``max_memo`` is a budget, not a stop: a pickle's memo keeps up to that many values; past it a new
 key keeps only a global (so calls through the memo stay linked) and any other value is dropped
@@ -279,8 +279,7 @@ class PickleLimits:
     (this does not stop the analysis)."""
     max_facts: int = 1_000_000
     """Facts recorded (globals + calls + ext + persistent ids + frame violations + raw spans):
-    bounds the result's memory. Calls and persistent ids count one per opcode, also when
-    ``compact=True`` reports them grouped."""
+    bounds the result's memory. With ``compact=True`` a group of calls or persistent ids counts once."""
 
     def __post_init__(self) -> None:
         for field in ("max_opcodes", "max_memo", "max_stack", "max_pickles", "max_string", "max_facts"):

@@ -138,19 +138,25 @@ class PickleScanner:
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
         limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=opts["max_memo"])
+        readings = [True]
         views = [self._facts(artifact, limits, follow_joblib=True)]
         if views[0]["raw_spans"]:
             # joblib.load skips the array bytes; pickle.load would run them as opcodes: check both readings
+            readings.append(False)
             views.append(self._facts(artifact, limits, follow_joblib=False))
+        views = [self._facts(artifact, limits, follow_joblib=joblib, compact=False) if _grouped_arguments(view)
+                 else view for joblib, view in zip(readings, views)]
         yield from self._globals(artifact, ctx, views, artifact.buffer(), frozenset(opts["allow_globals"]))
         yield from self._stream(artifact, ctx, views[0])
 
     @staticmethod
-    def _facts(artifact: Artifact, limits, follow_joblib: bool) -> dict:
-        """Compact facts: calls without literal arguments come grouped (the policy needs no per-site detail)."""
+    def _facts(artifact: Artifact, limits, follow_joblib: bool, compact: bool = True) -> dict:
+        """Facts, by default compact: the calls of each callable come as one group with its first call's arguments
+        (an object column of a big DataFrame makes millions of calls)."""
         if artifact.fs_path is not None and artifact.member is None:  # a file: bounded memory, pages released
-            return engine.pickle_facts_file(artifact.fs_path, limits=limits, follow_joblib=follow_joblib, compact=True)
-        return engine.pickle_facts(artifact.buffer(), limits=limits, follow_joblib=follow_joblib, compact=True)
+            return engine.pickle_facts_file(artifact.fs_path, limits=limits, follow_joblib=follow_joblib,
+                                            compact=compact)
+        return engine.pickle_facts(artifact.buffer(), limits=limits, follow_joblib=follow_joblib, compact=compact)
 
     def _globals(self, artifact: Artifact, ctx: ScanContext, views: list[dict], data,
                  allowed: frozenset) -> Iterable[Finding | None]:
@@ -258,6 +264,20 @@ class PickleScanner:
             yield ctx.finding(artifact, "pickle-limit-exceeded",
                               f"analysis stopped at the {facts['limit']} limit; the rest was not checked{hint}",
                               evidence={"limit": facts["limit"]})
+
+
+def _grouped_arguments(facts: dict) -> bool:
+    """Whether compact facts grouped several calls of a deserializer or a wrapper, whose every call's arguments
+    the policy reads (then the pickle is analysed again with one fact per call)."""
+    policy = GlobalPolicy.default()
+    for call in facts["calls"]:
+        if call["count"] > 1 and call["target"] is not None:
+            g = facts["globals"][call["target"]]
+            if g["module"] is not None and g["name"] is not None:
+                module, name = policy.normalise(g["module"], g["name"])
+                if f"{module}.{name}" in policy.wrappers or policy.is_deserializer(module, name):
+                    return True
+    return False
 
 
 def _clip(raw: bytes) -> str:

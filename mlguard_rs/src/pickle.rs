@@ -248,12 +248,12 @@ pub struct Options {
     /// bytes (or analyse the nested pickle of an object array) that joblib reads from the
     /// file. With `false` the stream is read as `pickle.load` reads it.
     pub follow_joblib: bool,
-    /// Aggregate repeated facts (see [`CallFact::count`] and [`PersIdFact::count`]): calls
-    /// whose `args` is empty are grouped by (pickle, opcode, target) and persistent ids by
-    /// (pickle, opcode), each group reported once, where its first member would be, with the
-    /// first member's offset and the group's size. Nothing else changes: `max_facts` still
-    /// counts every call and persistent id, so limits, statuses and all other facts are those
-    /// of the uncompacted analysis.
+    /// Aggregate repeated facts (see [`CallFact::count`] and [`PersIdFact::count`]): calls are
+    /// grouped by (pickle, opcode, target) and persistent ids by (pickle, opcode), each group
+    /// reported once, where its first member would be, with the first member's offset (and
+    /// arguments) and the group's size. A group counts once toward `max_facts`, so where the
+    /// uncompacted analysis stops at that limit this one may go further; otherwise limits,
+    /// statuses and all other facts are those of the uncompacted analysis.
     pub compact: bool,
 }
 
@@ -585,8 +585,8 @@ pub struct CallFact {
     /// (at most [`MAX_ARGS`]).
     pub args: Vec<ArgFact>,
     /// Call sites this fact stands for: 1, except with [`Options::compact`], where the calls
-    /// of one pickle with the same opcode and target and empty `args` are one fact (`offset`
-    /// is the first one's).
+    /// of one pickle with the same opcode and target are one fact (`offset` and `args` are the
+    /// first one's).
     pub count: u64,
 }
 
@@ -2262,10 +2262,7 @@ impl<'a> Machine<'a> {
         args: Vec<ArgFact>,
     ) {
         let target = target.filter(|&t| t != NO_GLOBAL);
-        // Every call counts toward max_facts, grouped or not (compact changes no limit).
-        ctx.recorded += 1;
-        self.check_facts = true;
-        if ctx.compact && args.is_empty() {
+        if ctx.compact {
             let slot = call_slot(opcode);
             let group = match target {
                 Some(g) => &mut ctx.call_groups[g as usize][slot],
@@ -2284,6 +2281,9 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+        // A fact recorded counts toward max_facts (in compact mode a group counts once).
+        ctx.recorded += 1;
+        self.check_facts = true;
         ctx.facts.calls.push(CallFact {
             pickle: self.index,
             offset: at,
@@ -2296,8 +2296,6 @@ impl<'a> Machine<'a> {
 
     /// Record a PERSID / BINPERSID (grouped per opcode in compact mode).
     fn add_persistent_id(&mut self, ctx: &mut Ctx, at: usize, opcode: u8) {
-        ctx.recorded += 1;
-        self.check_facts = true;
         if ctx.compact {
             let group = &mut self.persid_groups[usize::from(opcode == op::BINPERSID)];
             if *group != NO_GROUP {
@@ -2310,6 +2308,8 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+        ctx.recorded += 1;
+        self.check_facts = true;
         ctx.facts.persistent_ids.push(PersIdFact {
             pickle: self.index,
             offset: at,
@@ -4290,7 +4290,7 @@ mod tests {
     }
 
     #[test]
-    fn compact_groups_argumentless_calls_and_persistent_ids() {
+    fn compact_groups_calls_and_persistent_ids() {
         // A(), B("x"), A(), A("x"), B(), A(), None(); BINPERSID x2, PERSID
         let d = b"\x80\x02cm\nA\nq\x00cm\nB\nq\x01h\x00)R0h\x01X\x01\x00\x00\x00x\x85R0h\x00)R0\
                   h\x00X\x01\x00\x00\x00x\x85R0h\x01)R0h\x00)R0N)R0QQ0Pp\n0N.";
@@ -4306,14 +4306,13 @@ mod tests {
             .iter()
             .map(|c| (c.offset, c.target, c.args.len(), c.count))
             .collect();
+        // one group per (opcode, target), with its first call's offset and arguments
         assert_eq!(
             calls,
             vec![
-                (r[0], Some(0), 0, 3),
-                (r[1], Some(1), 1, 1),
-                (r[3], Some(0), 1, 1),
-                (r[4], Some(1), 0, 1),
-                (r[6], None, 0, 1),
+                (r[0], Some(0), 0, 4),
+                (r[1], Some(1), 1, 2),
+                (r[6], None, 0, 1)
             ]
         );
         let pids: Vec<(u8, u64)> = f
@@ -4327,7 +4326,8 @@ mod tests {
         assert_eq!(f.globals, normal.globals);
         assert_eq!(f.opcode_counts, normal.opcode_counts);
 
-        // every call still counts toward max_facts: the limit hits where it does without compact
+        // a group is one fact for max_facts: 50 grouped calls pass a limit of 10 that stops the
+        // normal mode at the 11th
         let mut d = vec![op::NONE];
         for _ in 0..50 {
             d.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
@@ -4338,10 +4338,8 @@ mod tests {
             ..Limits::default()
         };
         let (n, c) = (analyze(&d, &lim), compact(&d, &lim));
-        assert_eq!(c.limit, Some(LimitKind::Facts));
-        assert_eq!(c.pickles, n.pickles);
-        assert_eq!((c.calls.len(), c.calls[0].count), (1, 11));
-        assert_eq!(compact(&d, &Limits::default()).calls[0].count, 50);
+        assert_eq!((n.limit, n.calls.len()), (Some(LimitKind::Facts), 11));
+        assert_eq!((c.limit, c.calls.len(), c.calls[0].count), (None, 1, 50));
 
         // groups are per pickle: the second pickle's calls are not added to the first's
         let one: &[u8] = b"N)R0NQ0N.";

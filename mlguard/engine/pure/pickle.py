@@ -561,20 +561,19 @@ class _Machine:
 
     def add_call(self, at, opcode, target, args) -> None:
         a = self.a
-        a.recorded += 1  # every call counts toward max_facts, grouped or not
-        if a.compact and not args:
+        if a.compact:
             key = (self.index, opcode, target)
             group = a.call_groups.get(key)
             if group is not None:
                 a.calls[group]["count"] += 1
                 return
             a.call_groups[key] = len(a.calls)
+        a.recorded += 1  # a fact recorded counts toward max_facts (in compact mode a group counts once)
         a.calls.append({"pickle": self.index, "offset": at, "opcode": opcode, "target": target,
                         "args": args, "count": 1})
 
     def add_persistent_id(self, at, opcode) -> None:
         a = self.a
-        a.recorded += 1
         if a.compact:
             key = (self.index, opcode)
             group = a.pid_groups.get(key)
@@ -582,6 +581,7 @@ class _Machine:
                 a.persistent_ids[group]["count"] += 1
                 return
             a.pid_groups[key] = len(a.persistent_ids)
+        a.recorded += 1
         a.persistent_ids.append({"pickle": self.index, "offset": at, "opcode": opcode, "count": 1})
 
     def text_of(self, v):
