@@ -170,6 +170,16 @@ def test_pandas_frame_larger_than_the_memo_budget():
         assert result.findings == ()
 
 
+def test_pandas_object_column_with_more_calls_than_max_facts():
+    """An object column pickles one call per value (here 1.1 M `datetime.date(b'...')`, past the kernel's 1 M facts):
+    compact facts group them, so the frame is scanned to its end and raises nothing."""
+    pd = pytest.importorskip("pandas")
+    start = datetime.date(2000, 1, 1)
+    frame = pd.DataFrame({"day": [start + datetime.timedelta(days=i % 9000) for i in range(1_100_000)]})
+    result = mlguard.scan_bytes(pickle.dumps(frame, protocol=4), name="days.pkl")
+    assert result.findings == ()
+
+
 def test_pandas_iana_timezone():
     frame = mixed_frame("Europe/Paris")
     # ZoneInfo pickles as getattr(ZoneInfo, '_unpickle'): the `wrappers` policy judges it as ZoneInfo._unpickle
