@@ -138,14 +138,12 @@ class PickleScanner:
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
         limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=opts["max_memo"])
-        readings = [True]
         views = [self._facts(artifact, limits, follow_joblib=True)]
         if views[0]["raw_spans"]:
             # joblib.load skips the array bytes; pickle.load would run them as opcodes: check both readings
-            readings.append(False)
             views.append(self._facts(artifact, limits, follow_joblib=False))
-        views = [self._facts(artifact, limits, follow_joblib=joblib, compact=False) if _grouped_arguments(view)
-                 else view for joblib, view in zip(readings, views)]
+        views = [self._facts(artifact, limits, follow_joblib=i == 0, compact=False) if _grouped_arguments(view)
+                 else view for i, view in enumerate(views)]
         yield from self._globals(artifact, ctx, views, artifact.buffer(), frozenset(opts["allow_globals"]))
         yield from self._stream(artifact, ctx, views[0])
 
