@@ -15,8 +15,6 @@ from .interface import Artifact, Option, ScanContext
 MAX_EMBED_DEPTH = 8
 """Payloads embedded in payloads are followed this deep (containers count too)."""
 _PREVIEW = 120
-_LIMIT_OPTIONS = {"opcodes": "max_opcodes"}
-"""The limits a user may raise (kernel limit -> option of this scanner)."""
 
 
 @dataclass(frozen=True)
@@ -257,8 +255,9 @@ class PickleScanner:
                               f"{len(top_level)} pickles back to back; all were analysed",
                               offset=top_level[1]["start"], evidence={"pickles": len(top_level)})
         if facts["limit"]:
-            option = _LIMIT_OPTIONS.get(facts["limit"])
-            hint = f" (for a large file you trust, raise `pickle.{option}` in .ml-guard.yml)" if option else ""
+            # of the kernel's limits only the opcode budget is a user option
+            hint = (" (for a large file you trust, raise `pickle.max_opcodes` in .ml-guard.yml)"
+                    if facts["limit"] == "opcodes" else "")
             yield ctx.finding(artifact, "pickle-limit-exceeded",
                               f"analysis stopped at the {facts['limit']} limit; the rest was not checked{hint}",
                               evidence={"limit": facts["limit"]})

@@ -3269,9 +3269,12 @@ fn parse_plain_int(l: &[u8]) -> Option<i64> {
     if neg {
         v = -v;
     }
-    i64::try_from(v)
-        .ok()
-        .filter(|i| (-TRACKED_INT..TRACKED_INT).contains(i))
+    i64::try_from(v).ok().and_then(tracked_int)
+}
+
+/// `i` when it is within [`TRACKED_INT`].
+fn tracked_int(i: i64) -> Option<i64> {
+    (-TRACKED_INT..TRACKED_INT).contains(&i).then_some(i)
 }
 
 /// LONG1/LONG4 payload (little-endian two's complement) when within [`TRACKED_INT`].
@@ -3284,7 +3287,7 @@ fn decode_long_le(b: &[u8]) -> Option<i64> {
         _ => [0u8; 8],
     };
     buf[..b.len()].copy_from_slice(b);
-    Some(i64::from_le_bytes(buf)).filter(|i| (-TRACKED_INT..TRACKED_INT).contains(i))
+    tracked_int(i64::from_le_bytes(buf))
 }
 
 enum MemoKey {

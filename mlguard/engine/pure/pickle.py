@@ -212,15 +212,17 @@ def parse_plain_int(line: bytes):
     s = line.strip(_SPACE)
     if not _PLAIN_INT_RE.fullmatch(s):
         return None
-    v = int(s)
-    return v if -TRACKED_INT <= v < TRACKED_INT else None
+    return _tracked(int(s))
 
 
 def decode_long_le(b) -> "int | None":
     """LONG1/LONG4 payload when within TRACKED_INT."""
     if len(b) > 8:
         return None
-    v = int.from_bytes(b, "little", signed=True)
+    return _tracked(int.from_bytes(b, "little", signed=True))
+
+
+def _tracked(v: int) -> "int | None":
     return v if -TRACKED_INT <= v < TRACKED_INT else None
 
 
