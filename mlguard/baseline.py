@@ -8,11 +8,11 @@ baselined when lines move, and is reported again when it changes or moves to ano
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
 from .findings import ScanResult
+from .record import replace
 
 FORMAT = "ml-guard-baseline"
 VERSION = 1
@@ -53,4 +53,4 @@ def load(path: str | os.PathLike) -> frozenset[str]:
 def apply(result: ScanResult, fingerprints: frozenset[str]) -> tuple[ScanResult, int]:
     """``result`` without the baselined findings, and how many were dropped."""
     kept = tuple(f for f in result.findings if f.fingerprint not in fingerprints)
-    return dataclasses.replace(result, findings=kept), len(result.findings) - len(kept)
+    return replace(result, findings=kept), len(result.findings) - len(kept)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import replace
 
 import click
 
 from . import __version__
 from .findings import ScanResult, Severity
+from .record import replace
 from .report import REPORTERS
 from .report.interface import RenderOptions
 

@@ -1,14 +1,13 @@
 """``.ml-guard.yml``: load, validate, and merge with command-line flags."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .findings import Severity
 from .policy import MODES, Policy
+from .record import Record, field, replace
 from .rules import catalog
 
 CONFIG_NAMES = (".ml-guard.yml", ".ml-guard.yaml")
@@ -26,11 +25,10 @@ class ConfigError(ValueError):
     """A configuration problem, worded for the user (file, key, value, what is accepted)."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     """Settings for a scan: the policy plus what to walk."""
 
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy = field(factory=Policy)
     """Severities, disabled rules, scanners and their options."""
     include: tuple[str, ...] = ()
     """Globs (relative to the root) of files to scan; empty means everything."""
@@ -88,12 +86,12 @@ class Config:
             merged = {name: dict(section) for name, section in policy.scanner_options.items()}
             for name, section in options.items():
                 merged.setdefault(name, {}).update(section)
-            policy = dataclasses.replace(policy, scanner_options=merged)
+            policy = replace(policy, scanner_options=merged)
         if fail_on is not None:
-            policy = dataclasses.replace(policy, fail_on=v.severity("--fail-on", fail_on))
+            policy = replace(policy, fail_on=v.severity("--fail-on", fail_on))
         if scanners is not None:
-            policy = dataclasses.replace(policy, scanners=v.scanners("--scanners", list(scanners)))
-        return dataclasses.replace(self, policy=policy, exclude=self.exclude + tuple(exclude),
+            policy = replace(policy, scanners=v.scanners("--scanners", list(scanners)))
+        return replace(self, policy=policy, exclude=self.exclude + tuple(exclude),
                                    include=self.include + tuple(include))
 
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from .record import Record, field
 
 
 class Severity(str, enum.Enum):
@@ -53,8 +54,7 @@ _RANK = {s: i for i, s in enumerate(Severity)}
 SEVERITIES_DESCENDING = tuple(reversed(Severity))
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(Record):
     """Where in a file a finding is."""
 
     line: int | None = None
@@ -79,8 +79,7 @@ class Location:
         return where
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Record):
     """One problem found in one place."""
 
     rule_id: str
@@ -93,11 +92,11 @@ class Finding:
     """One human sentence: what is wrong here."""
     path: str
     """File path relative to the scan root (the file name when a single file is scanned)."""
-    location: Location = field(default_factory=Location)
+    location: Location = field(factory=Location)
     """Position in the file."""
     snippet: str | None = None
     """Short excerpt; secrets are always redacted."""
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = field(factory=dict)
     """Structured facts behind the finding (module/name, package/version/advisory, ...)."""
     fingerprint: str = ""
     """Stable id across runs, for baselines and SARIF ``partialFingerprints``."""
@@ -129,8 +128,7 @@ def fingerprint(rule_id: str, path: str, member: str | None, key: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class ScanError:
+class ScanError(Record):
     """A failure of ML Guard itself while scanning a file (also reported as a finding)."""
 
     path: str
@@ -140,8 +138,7 @@ class ScanError:
         return {"path": self.path, "message": self.message}
 
 
-@dataclass(frozen=True)
-class ScanResult:
+class ScanResult(Record):
     """Everything one scan produced."""
 
     root: str

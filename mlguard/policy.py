@@ -1,28 +1,27 @@
 """Policy: what counts as a violation and how severe it is. Built from ``.ml-guard.yml`` (see config.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .findings import Severity
+from .record import Record, field
 
 MODES = ("enforce", "warn", "audit")
 """Runtime-guard modes: refuse the load, load and warn, or only record."""
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
     """Decisions applied to every finding, in the CLI and in the runtime guard alike."""
 
     fail_on: Severity = Severity.HIGH
     """Lowest severity that fails a scan (CLI exit code 1) or refuses a load (runtime guard)."""
-    severity_overrides: Mapping[str, Severity] = field(default_factory=dict)
+    severity_overrides: Mapping[str, Severity] = field(factory=dict)
     """Rule id -> severity that replaces the catalog default."""
     disabled_rules: frozenset[str] = frozenset()
     """Rule ids that produce no findings."""
     scanners: frozenset[str] | None = None
     """Scanners to run; None runs all."""
-    scanner_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    scanner_options: Mapping[str, Mapping[str, Any]] = field(factory=dict)
     """Per-scanner configuration sections (validated against each scanner's ``options``)."""
     mode: str = "enforce"
     """Runtime-guard mode, one of MODES."""

@@ -37,7 +37,6 @@ Order of decision (first match wins):
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
 import io
 import json
@@ -46,8 +45,9 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
+
+from .record import Record, field, replace
 
 __all__ = [
     "Format",
@@ -94,8 +94,7 @@ class Format(str, enum.Enum):
 _TEXT_FORMATS = frozenset({Format.NOTEBOOK, Format.JSON, Format.YAML, Format.TEXT})
 
 
-@dataclass(frozen=True)
-class Embedded:
+class Embedded(Record):
     """A container found inside a file of another format (a polyglot), e.g. a zip whose end
     record sits in the tail of a safetensors file. The archive scanner opens it."""
 
@@ -107,8 +106,7 @@ class Embedded:
     """A short human-readable description."""
 
 
-@dataclass(frozen=True)
-class Sniffed:
+class Sniffed(Record):
     """What the sniffer decided about one file."""
 
     format: Format
@@ -350,7 +348,7 @@ def _sniff(ctx: _Ctx) -> Sniffed:
     if result.format not in (Format.ZIP, Format.EMPTY):
         embedded = _guarded(_embedded_zip, ctx)
         if embedded is not None:
-            result = dataclasses.replace(result, embedded=(embedded,))
+            result = replace(result, embedded=(embedded,))
     return result
 
 

@@ -5,12 +5,12 @@ import functools
 import os
 import re
 import stat
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .record import Record
 
-@dataclass(frozen=True)
-class Entry:
+
+class Entry(Record):
     """A regular file to scan."""
 
     fs_path: str
@@ -20,8 +20,7 @@ class Entry:
     size: int
 
 
-@dataclass(frozen=True)
-class Skipped:
+class Skipped(Record):
     """Something not scanned that the user must hear about (becomes a finding of ``rule_id``)."""
 
     rel: str

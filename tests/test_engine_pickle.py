@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import copyreg
-import dataclasses
 import datetime
 import decimal
 import functools
@@ -27,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mlguard.engine as engine
+from mlguard import record
 from mlguard.engine import DEFAULT_PICKLE_LIMITS, PickleLimits, pickle_facts
 from mlguard.engine.pure import pickle as pure
 
@@ -1621,7 +1621,7 @@ def both_modes(kernel: str, *args, **kwargs) -> dict:
     assert all(c["count"] == 1 for c in normal["calls"])
     assert all(p["count"] == 1 for p in normal["persistent_ids"])
     if normal["limit"] == "facts":
-        limits = dataclasses.replace(kwargs.get("limits", DEFAULT_PICKLE_LIMITS), max_facts=2**62)
+        limits = record.replace(kwargs.get("limits", DEFAULT_PICKLE_LIMITS), max_facts=2**62)
         normal = assert_engines_agree(kernel, *args, **{**kwargs, "limits": limits})
         if compact["limit"] == "facts":
             return compact

@@ -2,7 +2,7 @@
 import io
 import json
 import zipfile
-from dataclasses import replace
+from mlguard.record import replace
 from pathlib import Path
 
 import pytest

@@ -9,11 +9,11 @@ pre-releases differently).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from ..record import Record
 from .osv import Affected
 
 _ZERO = Version("0")
@@ -52,8 +52,7 @@ def _in_range(v: Version, events: tuple[tuple[str, str], ...]) -> bool:
     return affected
 
 
-@dataclass(frozen=True)
-class RangeMatch:
+class RangeMatch(Record):
     """How an advisory meets a version range a manifest allows."""
 
     some: bool

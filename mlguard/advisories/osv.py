@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
+from ..record import Record
 from . import cvss
 
 _DB_SEVERITY = {"CRITICAL": "critical", "HIGH": "high", "MODERATE": "medium", "MEDIUM": "medium", "LOW": "low"}
@@ -17,8 +17,7 @@ class RecordError(ValueError):
     """A record that is not a usable OSV advisory."""
 
 
-@dataclass(frozen=True)
-class Affected:
+class Affected(Record):
     """One ``affected`` entry for a PyPI package."""
 
     package: str
@@ -29,8 +28,7 @@ class Affected:
     """Versions listed as affected."""
 
 
-@dataclass(frozen=True)
-class Advisory:
+class Advisory(Record):
     id: str
     aliases: tuple[str, ...]
     summary: str

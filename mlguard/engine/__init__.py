@@ -228,8 +228,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import Optional, Sequence
+
+from ..record import Record
 
 __all__ = [
     "DEFAULT_PICKLE_LIMITS",
@@ -262,8 +263,7 @@ _native_tried = False
 _warned = False
 
 
-@dataclass(frozen=True)
-class PickleLimits:
+class PickleLimits(Record):
     """Bounds on the work :func:`pickle_facts` does for one input."""
 
     max_opcodes: int = 100_000_000
@@ -443,8 +443,7 @@ def pickle_facts_file(path, offset: int = 0, length: Optional[int] = None, *,
 
 # ------------------------------------------------------------------------------ zip kernel ----
 
-@dataclass(frozen=True)
-class ZipLimits:
+class ZipLimits(Record):
     """Bounds on the work :func:`zip_facts` does for one input."""
 
     max_members: int = 100_000
@@ -649,8 +648,7 @@ MAX_SECRET_WINDOW = 4096
 """Largest :attr:`SecretRule.window`: Python ``re`` backtracks, so the window bounds its work."""
 
 
-@dataclass(frozen=True)
-class SecretRule:
+class SecretRule(Record):
     """One secret rule: where to look (keywords) and what to report (a regex's ``secret`` group)."""
 
     id: str

@@ -1,14 +1,13 @@
 """What every report writer is: it renders a ScanResult, it never re-scans."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from ..findings import ScanResult
+from ..record import Record
 
 
-@dataclass(frozen=True)
-class RenderOptions:
+class RenderOptions(Record):
     """How the user asked for output."""
 
     color: bool = False

@@ -5,17 +5,16 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..findings import Severity
+from ..record import Record
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CACHE = os.path.join(_HERE, "__pycache__")
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One entry of ``catalog.yaml``."""
 
     id: str

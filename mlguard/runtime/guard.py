@@ -9,10 +9,10 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from ..findings import ScanResult
 from ..policy import MODES, Policy
+from ..record import Record
 from . import events
 from .errors import UnsafeModelError, UnsafeModelWarning
 from .source import Source, SourceChanged
@@ -21,8 +21,7 @@ _CACHE_SIZE = 1024
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """What ``protect()`` resolved from its arguments, the environment and the configuration file."""
 
     policy: Policy
@@ -64,8 +63,7 @@ class Settings:
                    event_log=os.environ.get("MLGUARD_EVENT_LOG") or None)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(Record):
     """The scan of one source, kept in the cache."""
 
     refused: bool
@@ -77,8 +75,7 @@ class Verdict:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Load:
+class Load(Record):
     """A guarded load in progress (per thread / task)."""
 
     entry: str

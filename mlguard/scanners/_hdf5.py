@@ -9,7 +9,6 @@ offset, keeping what was read before it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Collection, Iterator
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -28,15 +27,15 @@ _SHARED = 0x02
 """Message flag (and dense name index record flag): the message itself is stored elsewhere."""
 
 
-@dataclass
 class Attributes:
     """Scalar string attributes of the root group in the order read; a hostile file may repeat a name."""
 
-    values: list[tuple[str, str]] = field(default_factory=list)
-    error: str | None = None
-    """Why the read stopped early (malformed or unsupported structure); None when it completed."""
-    offset: int = 0
-    """File offset of the error."""
+    def __init__(self) -> None:
+        self.values: list[tuple[str, str]] = []
+        self.error: str | None = None
+        """Why the read stopped early (malformed or unsupported structure); None when it completed."""
+        self.offset = 0
+        """File offset of the error."""
 
 
 class _Bad(Exception):

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import io
 import mmap
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
 from ..findings import Finding, Location, ScanError, Severity, fingerprint
 from ..policy import Policy
+from ..record import Record
 from ..rules import Catalog
 from ..sniff import Sniffed
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(Record):
     """One key of a scanner's configuration section."""
 
     kind: str

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import _compat_pickle
 import functools
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from .. import engine
 from ..findings import Finding
+from ..record import Record
 from ..rules import load_data
 from ..sniff import Format, sniff_bytes
 from .interface import Artifact, Option, ScanContext
@@ -17,8 +17,7 @@ MAX_EMBED_DEPTH = 8
 _PREVIEW = 120
 
 
-@dataclass(frozen=True)
-class GlobalPolicy:
+class GlobalPolicy(Record):
     """The allow/deny lists of ``pickle_globals.yaml``, plus names the user allows."""
 
     aliases: dict

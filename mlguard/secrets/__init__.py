@@ -7,10 +7,10 @@ from __future__ import annotations
 import functools
 import re
 from bisect import bisect_left
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..engine import SecretRule, SecretRuleSet, secret_matches
+from ..record import Record, field
 from ..rules import load_data
 from .redact import redact, secret_hash
 from .validators import STRUCTURAL, VALIDATORS, Verdict
@@ -18,8 +18,7 @@ from .validators import STRUCTURAL, VALIDATORS, Verdict
 __all__ = ["Detector", "Hit", "Rule", "detector", "is_placeholder", "redact", "rules", "secret_hash"]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One entry of ``rules/secrets.yaml`` (the file's header documents each field)."""
 
     id: str
@@ -31,7 +30,7 @@ class Rule:
     prefix: int = 0
     validator: str | None = None
     contextual: bool = False
-    example: Mapping[str, str] = field(default_factory=dict)
+    example: Mapping[str, str] = field(factory=dict)
     counterexamples: tuple[str, ...] = ()
 
 
@@ -71,8 +70,7 @@ def is_placeholder(body: str) -> bool:
     return sum(step == 1 for step in steps) >= len(steps) / 2
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(Record):
     """One secret found in the bytes: a rule's match that survived the checks."""
 
     rule: Rule

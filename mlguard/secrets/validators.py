@@ -17,21 +17,20 @@ import re
 import string
 import struct
 import zlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..findings import Severity
+from ..record import Record, field
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(Record):
     """What a validator concluded about a secret it accepts."""
 
     severity: Severity | None = None
     """Replaces the rule's default severity (e.g. LOW for a failed checksum); None keeps it."""
     note: str = ""
     """Added to the finding's message."""
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = field(factory=dict)
     """Added to the finding's evidence."""
 
 

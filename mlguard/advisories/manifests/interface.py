@@ -12,12 +12,12 @@ to ``__init__.py``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Protocol, Tuple
 
+from ...record import Record
 
-@dataclass(frozen=True)
-class Dependency:
+
+class Dependency(Record):
     """One entry of a manifest."""
 
     name: str
@@ -45,8 +45,7 @@ class Dependency:
     """The entry comes from a ``-c`` constraints file: it limits versions, it installs nothing."""
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Record):
     """Something in a manifest that could not be read."""
 
     source: str
@@ -57,8 +56,7 @@ class Problem:
     """What is wrong, quoting the offending text (shortened)."""
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
     """Everything read from one manifest (and the files it includes)."""
 
     dependencies: tuple[Dependency, ...]
