@@ -1,4 +1,6 @@
 """``python -m mlguard`` is ``ml-guard``."""
+import sys
+
 from .cli import main
 
-main(prog_name="ml-guard")
+sys.exit(main())

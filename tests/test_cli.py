@@ -1,22 +1,22 @@
+import io
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
-from click.testing import CliRunner
 
 from mlguard import __version__
-from mlguard.cli import main
-from tests.conftest import malicious_pickle
+from mlguard.cli import _Progress
+from tests.conftest import malicious_pickle, run_cli
 
 
 @pytest.fixture
 def run():
-    runner = CliRunner()
 
     def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        return run_cli(*args)
     return invoke
 
 
@@ -84,16 +84,16 @@ def test_config_in_root_is_used_and_flags_override(run, demo_dir):
 
 def test_bad_config_exit_2_with_clear_message(run, tmp_path):
     (tmp_path / ".ml-guard.yml").write_text("fail_on: sometimes\n")
-    result = CliRunner().invoke(main, ["scan", str(tmp_path)])
+    result = run_cli("scan", str(tmp_path))
     assert result.exit_code == 2
     assert ".ml-guard.yml: fail_on" in result.output and "sometimes" in result.output
     assert "Traceback" not in result.output
 
 
 def test_usage_errors_exit_2(run, tmp_path):
-    assert CliRunner().invoke(main, ["scan", str(tmp_path / "missing")]).exit_code == 2
-    assert CliRunner().invoke(main, ["scan", str(tmp_path), "--fail-on", "loud"]).exit_code == 2
-    result = CliRunner().invoke(main, ["scan", str(tmp_path), "--scanners", "nope"])
+    assert run_cli("scan", str(tmp_path / "missing")).exit_code == 2
+    assert run_cli("scan", str(tmp_path), "--fail-on", "loud").exit_code == 2
+    result = run_cli("scan", str(tmp_path), "--scanners", "nope")
     assert result.exit_code == 2 and "unknown scanner 'nope'" in result.output
 
 
@@ -114,7 +114,7 @@ def test_rules_and_explain(run):
     assert any(r["id"] == "pickle-unknown-global" and "pickle-unusual-module" in r["aliases"] for r in rules)
     explained = run("explain", "pickle-unusual-module")
     assert explained.exit_code == 0 and "pickle-unknown-global" in explained.output and "Remediation" in explained.output
-    assert CliRunner().invoke(main, ["explain", "nope"]).exit_code == 2
+    assert run_cli("explain", "nope").exit_code == 2
 
 
 def test_version_names_the_engine(run):
@@ -132,3 +132,54 @@ def test_console_script_end_to_end(tmp_path):
     proc = subprocess.run([exe, "scan", str(tmp_path / "d"), "--format", "json"], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["summary"]["critical"] == 2
+
+
+def test_help_lists_every_command_but_the_earlier_spellings(run):
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("scan", "baseline", "rules", "explain", "demo", "sbom", "compliance", "db", "runtime"):
+        assert f"\n  {command} " in result.stdout
+    assert "cve-update" not in result.stdout and "SUPPRESS" not in result.stdout
+    assert "usage: ml-guard db [options] COMMAND" in run("db", "--help").stdout
+    assert "--fail-on SEVERITY" in run("scan", "--help").stdout
+
+
+def test_a_missing_command_is_a_usage_error_with_help(run):
+    for args in ((), ("db",), ("runtime",)):
+        result = run(*args)
+        assert result.exit_code == 2 and "commands:" in result.stderr and result.stdout == ""
+    result = run("frobnicate")
+    assert result.exit_code == 2 and "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_bad_arguments_name_the_argument(run, tmp_path):
+    for args, message in ((("scan", tmp_path, "--jobs", "0"), "not a number from 1 to 64"),
+                          (("scan", tmp_path, "-o", tmp_path), "is a folder, not a file"),
+                          (("scan", tmp_path, "--config", tmp_path / "none.yml"), "does not exist"),
+                          (("demo", tmp_path / "f.txt"), "is a file, not a folder")):
+        (tmp_path / "f.txt").write_text("x")
+        result = run(*args)
+        assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unwritable_report_is_a_usage_error(run, tmp_path):
+    result = run("scan", tmp_path, "-o", tmp_path / "no" / "such" / "report.json")
+    assert result.exit_code == 2 and result.stderr.startswith("error: cannot write")
+
+
+def test_fail_on_ignores_case(run, demo_dir):
+    assert run("scan", demo_dir / "models" / "weights.safetensors", "--fail-on", "MEDIUM").exit_code == 1
+
+
+def test_progress_bar_after_half_a_second(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = _Progress("Scanning")
+    progress(1, 4)
+    assert err.getvalue() == ""  # quick scans show no bar
+    monkeypatch.setattr(time, "monotonic", lambda: progress._start + 1)
+    progress(2, 4)
+    progress(4, 4)
+    progress.close()
+    assert err.getvalue().split("\r")[1:] == ["Scanning  [" + "#" * 15 + "-" * 15 + "]  2/4",
+                                              "Scanning  [" + "#" * 30 + "]  4/4\n"]

@@ -7,13 +7,13 @@ import io
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from mlguard import Policy, scan_tree
-from mlguard.cli import _COMPLIANCE_STANDARDS, main
+from mlguard.cli import COMPLIANCE_STANDARDS
 from mlguard.demo import write_demo
 from mlguard.report.compliance import canonical, digest, evidence, render, standards
 from mlguard.rules import catalog, load_data
+from tests.conftest import run_cli
 
 pypdf = pytest.importorskip("pypdf")
 
@@ -28,7 +28,7 @@ CONTROLS = {
 def test_the_mapping_covers_the_controls_and_uses_catalog_tags():
     data = load_data("compliance.yaml")
     assert {k: [c["id"] for c in s["controls"]] for k, s in data["standards"].items()} == CONTROLS
-    assert tuple(standards()) == _COMPLIANCE_STANDARDS
+    assert tuple(standards()) == COMPLIANCE_STANDARDS
     tags = {t for r in catalog() for t in r.tags}
     for s in data["standards"].values():
         for c in s["controls"]:
@@ -98,19 +98,18 @@ def test_reproducible_with_source_date_epoch(monkeypatch, demo_result):
 def test_cli(tmp_path):
     root = tmp_path / "demo"
     write_demo(root)
-    runner = CliRunner()
-    out = runner.invoke(main, ["compliance", str(root), "--standard", "iso-27001", "-o", str(tmp_path / "r.pdf"),
-                               "--evidence", str(tmp_path / "e.json")])
+    out = run_cli("compliance", str(root), "--standard", "iso-27001", "-o", str(tmp_path / "r.pdf"),
+                  "--evidence", str(tmp_path / "e.json"))
     assert out.exit_code == 1, out.output
     evidence_bytes = (tmp_path / "e.json").read_bytes()
     assert hashlib.sha256(evidence_bytes).hexdigest() in pdf_text((tmp_path / "r.pdf").read_bytes()).replace(" ", "")
-    out = runner.invoke(main, ["compliance", str(root), "--standard", "soc2", "--format", "json"])
+    out = run_cli("compliance", str(root), "--standard", "soc2", "--format", "json")
     assert json.loads(out.output)["standard"] == "soc2"
-    out = runner.invoke(main, ["compliance", str(root), "--standard", "soc2"])
+    out = run_cli("compliance", str(root), "--standard", "soc2")
     assert out.exit_code == 2 and "-o report.pdf" in out.output
-    out = runner.invoke(main, ["compliance", str(root), "--standard", "gdpr", "-o", str(tmp_path / "x.pdf")])
+    out = run_cli("compliance", str(root), "--standard", "gdpr", "-o", str(tmp_path / "x.pdf"))
     assert out.exit_code == 2
     clean = tmp_path / "clean"
     clean.mkdir()
-    out = runner.invoke(main, ["compliance", str(clean), "--standard", "nist-ai-rmf", "-o", str(tmp_path / "c.html")])
+    out = run_cli("compliance", str(clean), "--standard", "nist-ai-rmf", "-o", str(tmp_path / "c.html"))
     assert out.exit_code == 0 and (tmp_path / "c.html").read_text().startswith("<!doctype html>")

@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from mlguard import Policy, scan_tree
 from mlguard.advisories.database import update
-from mlguard.cli import main
 from mlguard.config import Config
+from tests.conftest import run_cli
 from osv_records import STANDARD, write_zip
 
 
@@ -112,23 +111,22 @@ def test_configured_severity_beats_the_advisory(tmp_path, db):
 
 
 def test_cli_db_update_info_scan_and_the_earlier_spellings(tmp_path, db):
-    runner = CliRunner()
     source = tmp_path / "all.zip"
     target = tmp_path / "cli.sqlite"
-    out = runner.invoke(main, ["db", "update", "--from", str(source), "--db", str(target)])
+    out = run_cli("db", "update", "--from", str(source), "--db", str(target))
     assert out.exit_code == 0, out.output
     assert "Imported 8 advisories" in out.output
-    out = runner.invoke(main, ["db", "info", "--db", str(target), "--format", "json"])
+    out = run_cli("db", "info", "--db", str(target), "--format", "json")
     assert json.loads(out.output)["records"] == 8
-    out = runner.invoke(main, ["cve-update", str(source), "--db", str(tmp_path / "old.sqlite")])
+    out = run_cli("cve-update", str(source), "--db", str(tmp_path / "old.sqlite"))
     assert out.exit_code == 0 and (tmp_path / "old.sqlite").is_file()
-    assert "records:" in runner.invoke(main, ["cve-info", "--db", str(target)]).output
+    assert "records:" in run_cli("cve-info", "--db", str(target)).output
     project = tmp_path / "p"
     project.mkdir()
     (project / "requirements.txt").write_text("evil-typo==1.0\n")
-    out = runner.invoke(main, ["scan", str(project), "--db", str(target), "--scanners", "cve"])
+    out = run_cli("scan", str(project), "--db", str(target), "--scanners", "cve")
     assert out.exit_code == 1 and "cve-malicious-package" in out.output
-    bad = runner.invoke(main, ["db", "update", "--from", str(tmp_path / "nope.zip"), "--db", str(target)])
+    bad = run_cli("db", "update", "--from", str(tmp_path / "nope.zip"), "--db", str(target))
     assert bad.exit_code == 2 and "no such file" in bad.output
 
 

@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import mlguard
-from mlguard.cli import main
 from mlguard.runtime.install import PTH_LINE, PTH_NAME, RuntimeInstallError, install, installed, site_dir, uninstall
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_ENV = ("MLGUARD_MODE", "MLGUARD_CONFIG", "MLGUARD_DISABLE", "MLGUARD_EVENT_LOG")
@@ -93,8 +92,7 @@ def test_read_only_site_dir_suggests_a_fix(tmp_path):
 def run(monkeypatch):
     for name in RUNTIME_ENV:
         monkeypatch.delenv(name, raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return lambda *args: run_cli(*args)
 
 
 def test_cli_install_status_uninstall(run, tmp_path):

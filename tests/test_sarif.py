@@ -6,16 +6,15 @@ from mlguard.record import replace
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import mlguard
-from mlguard.cli import main
 from mlguard.demo import write_demo
 from mlguard.findings import ScanError, Severity
 from mlguard.report import REPORTERS
 from mlguard.report.interface import RenderOptions
 from mlguard.report.sarif import MAX_RESULTS, MAX_RESULTS_PER_RULE
 from mlguard.rules import catalog
+from tests.conftest import run_cli
 from conftest import Exploit
 
 LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
@@ -204,16 +203,15 @@ def test_results_are_capped_for_github(shared_dir, project):
 
 
 def test_cli_writes_sarif_and_keeps_exit_code(shared_dir, project, tmp_path):
-    runner = CliRunner()
     out = tmp_path / "out.sarif"
-    result = runner.invoke(main, ["scan", str(project), "--format", "sarif", "-o", str(out)], catch_exceptions=False)
+    result = run_cli("scan", str(project), "--format", "sarif", "-o", str(out))
     assert result.exit_code == 1
     log = json.loads(out.read_text(encoding="utf-8"))
     validate(shared_dir, log)
     assert any(r["ruleId"] == "pickle-dangerous-global" for r in log["runs"][0]["results"])
 
     clean = project / "models" / "clean_state.pkl"
-    result = runner.invoke(main, ["scan", str(clean), "--format", "sarif"], catch_exceptions=False)
+    result = run_cli("scan", str(clean), "--format", "sarif")
     assert result.exit_code == 0
     log = json.loads(result.output)
     assert log["runs"][0]["results"] == []
@@ -222,8 +220,7 @@ def test_cli_writes_sarif_and_keeps_exit_code(shared_dir, project, tmp_path):
 
 def test_cli_several_paths_are_relative_to_the_working_directory(project, monkeypatch):
     monkeypatch.chdir(project)
-    result = CliRunner().invoke(main, ["scan", "models/classifier.pkl", "models/backdoored.pt", "--format", "sarif"],
-                                catch_exceptions=False)
+    result = run_cli("scan", "models/classifier.pkl", "models/backdoored.pt", "--format", "sarif")
     assert result.exit_code == 1
     run = json.loads(result.output)["runs"][0]
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run["results"]}

@@ -7,13 +7,12 @@ import io
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from mlguard.advisories.database import update
-from mlguard.cli import main
 from mlguard.config import Config
 from mlguard.demo import write_demo
 from mlguard.report.cyclonedx import build
+from tests.conftest import run_cli
 from osv_records import STANDARD, write_zip
 from runtime_fixtures import Canary
 
@@ -72,10 +71,10 @@ def test_sbom_components_hashes_and_links(project, tmp_path):
 
 def test_sbom_cli_writes_atomically_and_scans_single_files(project, tmp_path):
     out = tmp_path / "bom.json"
-    result = CliRunner().invoke(main, ["sbom", str(project), "-o", str(out)])
+    result = run_cli("sbom", str(project), "-o", str(out))
     assert result.exit_code == 0, result.output
     valid(out.read_text())
-    single = CliRunner().invoke(main, ["sbom", str(project / "models" / "hostile.pt")])
+    single = run_cli("sbom", str(project / "models" / "hostile.pt"))
     bom = valid(single.output)
     assert [c["name"] for c in bom["components"]] == ["hostile.pt"]
     assert bom["vulnerabilities"][0]["id"] == "pickle-dangerous-global"

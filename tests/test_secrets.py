@@ -20,10 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from mlguard import scan_bytes, scan_tree
-from mlguard.cli import main
 from mlguard.config import Config
 from mlguard.engine import SecretRule, SecretRuleSet, secret_matches
 from mlguard.findings import Severity
@@ -31,6 +29,7 @@ from mlguard.report import REPORTERS
 from mlguard.report.interface import RenderOptions
 from mlguard.rules import catalog
 from mlguard.secrets import is_placeholder, redact, rules
+from tests.conftest import run_cli
 
 RULES = {r.id: r for r in rules()}
 CLASSES = {
@@ -431,7 +430,7 @@ def planted(tmp_path) -> tuple[Path, list[str]]:
 
 
 def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return run_cli(*args)
 
 
 def assert_redacted(output: str, secrets: list[str]) -> None:
@@ -476,5 +475,5 @@ def test_baseline_create_suppress_and_stability(planted):
 
 def test_bad_baseline_is_a_usage_error(tmp_path):
     (tmp_path / "b.json").write_text('{"format": "something-else"}')
-    result = CliRunner().invoke(main, ["scan", str(tmp_path), "--baseline", str(tmp_path / "b.json")])
+    result = run_cli("scan", str(tmp_path), "--baseline", str(tmp_path / "b.json"))
     assert result.exit_code == 2 and "not an ml-guard baseline" in result.output
