@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Callable
 
 from . import __version__
 from .findings import ScanResult, Severity
@@ -341,27 +342,48 @@ def _jobs(value: str) -> int:
 
 
 class _Commands:
-    """The sub-commands of one parser; hidden ones (the earlier tool's spellings) are left out of the help."""
+    """The sub-commands of one parser. Only the command that ``argv`` names gets its options (and only its
+    parser is made): building every parser took a tenth of the start-up. With no known command named, each
+    gets a bare parser, for the help and the error. Hidden commands (the earlier tool's spellings) are left
+    out of the help."""
 
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
+    def __init__(self, parser: argparse.ArgumentParser, argv: list[str]) -> None:
         self._parser = parser
-        parser.usage = "%(prog)s [options] COMMAND ..."
-        self._sub = parser.add_subparsers(metavar="COMMAND", help=argparse.SUPPRESS)
-        self._listed: list[tuple[str, str]] = []
+        self._argv = argv
+        self._specs: list[tuple] = []
 
-    def add(self, name: str, run, summary: str, details: str = "", *, hidden: bool = False):
-        parser = self._sub.add_parser(name, prog=f"{self._parser.prog} {name}", description=summary + ("\n\n" + details if details else ""),
-                                      formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
-        parser.add_argument("-h", "--help", action="help", help="Show this help and exit.")
-        parser.set_defaults(run=run, parser=parser)
-        if not hidden:
-            self._listed.append((name, summary))
-            width = max(len(n) for n, _ in self._listed)
-            self._parser.epilog = "commands:\n" + "\n".join(f"  {n:<{width}}  {s}" for n, s in self._listed)
-        return parser
+    def add(self, name: str, run: Callable[[argparse.Namespace], int], summary: str, details: str = "",
+            options: Callable[[argparse.ArgumentParser], None] | None = None, *, hidden: bool = False) -> None:
+        self._specs.append((name, run, summary, details, options, hidden))
 
-    def group(self, name: str, summary: str, details: str = "") -> _Commands:
-        return _Commands(self.add(name, None, summary, details))
+    def group(self, name: str, summary: str, details: str, commands: Callable[[_Commands], None]) -> None:
+        """A command whose sub-commands ``commands`` adds."""
+        self._specs.append((name, None, summary, details, commands, False))
+
+    def build(self) -> None:
+        listed = [(name, summary) for name, _, summary, _, _, hidden in self._specs if not hidden]
+        width = max(len(name) for name, _ in listed)
+        self._parser.usage = "%(prog)s [options] COMMAND ..."
+        self._parser.epilog = "commands:\n" + "\n".join(f"  {n:<{width}}  {s}" for n, s in listed)
+        sub = self._parser.add_subparsers(metavar="COMMAND", help=argparse.SUPPRESS)
+        words = [a for a in self._argv if not a.startswith("-")]
+        named = words[0] if words and any(spec[0] == words[0] for spec in self._specs) else None
+        for name, run, summary, details, options, _ in self._specs:
+            if named not in (None, name):
+                continue
+            parser = sub.add_parser(name, prog=f"{self._parser.prog} {name}", add_help=False,
+                                    description=summary + ("\n\n" + details if details else ""),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+            parser.add_argument("-h", "--help", action="help", help="Show this help and exit.")
+            parser.set_defaults(run=run, parser=parser)
+            if name != named or options is None:
+                continue
+            if run is None:  # a group: its sub-commands, from the words after its name
+                commands = _Commands(parser, self._argv[self._argv.index(name) + 1:])
+                options(commands)
+                commands.build()
+            else:
+                options(parser)
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -387,19 +409,7 @@ def _fail_on_option(p: argparse.ArgumentParser, help: str) -> None:
                    help=f"{help} One of: {', '.join(SEVERITY_NAMES)}.")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The whole ``ml-guard`` command line."""
-    main_parser = argparse.ArgumentParser(
-        prog="ml-guard", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="ML Guard: find malicious or broken ML artifacts before anyone loads them.\n\n"
-                    "Exit codes: 0 nothing at or above --fail-on, 1 at least one finding at or\n"
-                    "above it, 2 usage or configuration error.")
-    main_parser.add_argument("-h", "--help", action="help", help="Show this help and exit.")
-    main_parser.add_argument("--version", action="store_true",
-                             help="Show the version and which scanning engine runs, then exit.")
-    commands = _Commands(main_parser)
-
-    p = commands.add("scan", scan, "Scan files or folders for malicious or broken ML artifacts.")
+def _scan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=_path("exists"), metavar="PATH", help="Files or folders to scan.")
     _format_option(p, sorted(REPORTERS))
     p.add_argument("-o", "--output", type=_path("output"), metavar="FILE", help="Write the report to FILE.")
@@ -417,14 +427,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true", help="Never colour the output (also: NO_COLOR=1).")
     p.add_argument("-q", "--quiet", action="store_true", help="No banner and no progress bar.")
 
-    baseline = commands.group(
-        "baseline", "Accept the findings a project has today; `scan --baseline` then reports only new ones.",
-        "  ml-guard baseline create . -o .ml-guard-baseline.json\n"
-        "  ml-guard scan . --baseline .ml-guard-baseline.json\n\n"
-        "A baseline holds fingerprints, rule ids, paths and redacted snippets, never\n"
-        "a secret. Fingerprints do not depend on line numbers: create and scan from\n"
-        "the same root.")
-    p = baseline.add("create", baseline_create, "Scan PATH and write the fingerprint of every finding to a baseline file.")
+
+def _baseline_create_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=_path("exists"), metavar="PATH", help="File or folder to scan.")
     p.add_argument("-o", "--output", type=_path("output"), default=".ml-guard-baseline.json", metavar="FILE",
                    help="Write the baseline to FILE [default: %(default)s].")
@@ -432,21 +436,8 @@ def parser() -> argparse.ArgumentParser:
     _db_option(p)
     _jobs_option(p)
 
-    p = commands.add("rules", rules, "List every rule with its default severity.")
-    _format_option(p, ["text", "json"])
 
-    p = commands.add("explain", explain, "Explain one rule: what it detects, why it matters, what to do.")
-    p.add_argument("rule_id", metavar="RULE_ID", help="A rule id or an earlier alias (see `ml-guard rules`).")
-
-    p = commands.add("demo", demo, "Write a small demo project with planted problems into DIRECTORY.")
-    p.add_argument("directory", type=_path("folder"), metavar="DIRECTORY", help="Created when missing.")
-
-    p = commands.add(
-        "sbom", sbom, "Write a CycloneDX 1.6 SBOM of PATH: artifacts with SHA-256, models, libraries, findings.",
-        "Model files are machine-learning-model components (format, framework),\n"
-        "manifest entries library components with purls, and every finding a\n"
-        "vulnerability linked to the component it affects. Exit code 0 (2 on a\n"
-        "usage or configuration error): the SBOM records findings, it does not judge.")
+def _sbom_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=_path("exists"), metavar="PATH", help="File or folder to scan.")
     p.add_argument("-o", "--output", type=_path("output"), metavar="FILE",
                    help="Write the SBOM to FILE [default: standard output].")
@@ -454,13 +445,8 @@ def parser() -> argparse.ArgumentParser:
     _db_option(p)
     _jobs_option(p, "Files hashed and scanned in parallel [default: CPU count].")
 
-    p = commands.add(
-        "compliance", compliance, "Scan PATH and write compliance evidence for a standard (PDF, HTML or JSON).",
-        "Each control of the standard (EU AI Act Art. 9-15, NIST AI RMF MEASURE/MANAGE,\n"
-        "ISO/IEC 27001:2022 Annex A, SOC 2 CC6/CC7) lists the findings that bear on\n"
-        "it, what a clean result supports and what it cannot show. This is technical\n"
-        "evidence, not a conformity declaration. Exit codes: 0 verdict PASS, 1 FAIL,\n"
-        "2 usage or configuration error.")
+
+def _compliance_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=_path("exists"), metavar="PATH", help="File or folder to scan.")
     p.add_argument("--standard", required=True, choices=COMPLIANCE_STANDARDS,
                    help="Which standard's controls to map the results onto.")
@@ -474,59 +460,129 @@ def parser() -> argparse.ArgumentParser:
     _config_option(p)
     _db_option(p)
 
-    db_help = "Database file [default: MLGUARD_DB, else osv.sqlite in the user data folder]."
-    db = commands.group(
-        "db", "The local OSV advisory database that dependency manifests are checked against.",
-        "  ml-guard db update                   download OSV's PyPI export and build it\n"
-        "  ml-guard db update --from all.zip    build it offline from a downloaded export\n"
-        "  ml-guard db info                     what it holds and when it was updated")
-    p = db.add("update", db_update, "Build or refresh the database (atomically: a failed update changes nothing).")
+
+_DB_HELP = "Database file [default: MLGUARD_DB, else osv.sqlite in the user data folder]."
+
+
+def _db_update_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", metavar="ZIP|DIR|URL",
                    help="OSV records: PyPI all.zip, a folder of *.json records, or a URL "
                         "[default: OSV's live PyPI export].")
-    _db_option(p, db_help)
-    p = db.add("info", db_info, "Show what the database holds and when it was built.")
-    _db_option(p, db_help)
+    _db_option(p, _DB_HELP)
+
+
+def _db_info_options(p: argparse.ArgumentParser) -> None:
+    _db_option(p, _DB_HELP)
     _format_option(p, ["text", "json"])
 
-    p = commands.add("cve-update", db_update, "Earlier spelling of `ml-guard db update --from SOURCE`.", hidden=True)
+
+def _cve_update_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="OSV records: PyPI all.zip, a folder or a URL.")
-    _db_option(p, db_help)
-    p = commands.add("cve-info", db_info, "Earlier spelling of `ml-guard db info`.", hidden=True)
-    _db_option(p, db_help)
+    _db_option(p, _DB_HELP)
+
+
+def _cve_info_options(p: argparse.ArgumentParser) -> None:
+    _db_option(p, _DB_HELP)
     p.set_defaults(format="text")
 
-    runtime = commands.group(
-        "runtime", "Turn the runtime guard on for every Python of an environment.",
-        "`install` writes mlguard_autoprotect.pth into site-packages: each new\n"
-        "interpreter then calls mlguard.runtime.protect() at start-up, configured by\n"
-        "MLGUARD_MODE (enforce|warn|audit), MLGUARD_CONFIG (a .ml-guard.yml whose\n"
-        "runtime: section is used) and MLGUARD_DISABLE=1 (skip the guard).\n"
-        "Exit codes: 0 done, 2 usage or installation error.")
-    site_help = "The site-packages folder to manage [default: that of the Python running ml-guard]."
-    for name, run, summary, details in (
-            ("install", runtime_install, "Start new interpreters with the guard on.",
-             "Writes mlguard_autoprotect.pth into the site-packages folder; running it\nagain changes nothing."),
-            ("uninstall", runtime_uninstall, "Remove the start-up hook (undo install).",
-             "Running processes stay guarded; new interpreters start without the guard."),
-            ("status", runtime_status, "Show whether new interpreters are guarded.",
-             "Reports whether mlguard_autoprotect.pth is installed and the MLGUARD_*\n"
-             "environment variables a new interpreter started from here would use.")):
-        p = runtime.add(name, run, summary, details)
-        p.add_argument("--site-dir", type=_path("folder"), metavar="DIR", help=site_help)
+
+def _site_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--site-dir", type=_path("folder"), metavar="DIR",
+                   help="The site-packages folder to manage [default: that of the Python running ml-guard].")
+
+
+def _runtime_status_options(p: argparse.ArgumentParser) -> None:
+    _site_dir_option(p)
     _format_option(p, ["text", "json"])
+
+
+def _baseline_commands(c: _Commands) -> None:
+    c.add("create", baseline_create, "Scan PATH and write the fingerprint of every finding to a baseline file.",
+          options=_baseline_create_options)
+
+
+def _db_commands(c: _Commands) -> None:
+    c.add("update", db_update, "Build or refresh the database (atomically: a failed update changes nothing).",
+          options=_db_update_options)
+    c.add("info", db_info, "Show what the database holds and when it was built.", options=_db_info_options)
+
+
+def _runtime_commands(c: _Commands) -> None:
+    c.add("install", runtime_install, "Start new interpreters with the guard on.",
+          "Writes mlguard_autoprotect.pth into the site-packages folder; running it\nagain changes nothing.",
+          _site_dir_option)
+    c.add("uninstall", runtime_uninstall, "Remove the start-up hook (undo install).",
+          "Running processes stay guarded; new interpreters start without the guard.", _site_dir_option)
+    c.add("status", runtime_status, "Show whether new interpreters are guarded.",
+          "Reports whether mlguard_autoprotect.pth is installed and the MLGUARD_*\n"
+          "environment variables a new interpreter started from here would use.", _runtime_status_options)
+
+
+def parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The ``ml-guard`` command line, built for parsing ``argv`` (see :class:`_Commands`)."""
+    main_parser = argparse.ArgumentParser(
+        prog="ml-guard", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="ML Guard: find malicious or broken ML artifacts before anyone loads them.\n\n"
+                    "Exit codes: 0 nothing at or above --fail-on, 1 at least one finding at or\n"
+                    "above it, 2 usage or configuration error.")
+    main_parser.add_argument("-h", "--help", action="help", help="Show this help and exit.")
+    main_parser.add_argument("--version", action="store_true",
+                             help="Show the version and which scanning engine runs, then exit.")
+    c = _Commands(main_parser, argv)
+    c.add("scan", scan, "Scan files or folders for malicious or broken ML artifacts.", options=_scan_options)
+    c.group("baseline", "Accept the findings a project has today; `scan --baseline` then reports only new ones.",
+            "  ml-guard baseline create . -o .ml-guard-baseline.json\n"
+            "  ml-guard scan . --baseline .ml-guard-baseline.json\n\n"
+            "A baseline holds fingerprints, rule ids, paths and redacted snippets, never\n"
+            "a secret. Fingerprints do not depend on line numbers: create and scan from\n"
+            "the same root.", _baseline_commands)
+    c.add("rules", rules, "List every rule with its default severity.",
+          options=lambda p: _format_option(p, ["text", "json"]))
+    c.add("explain", explain, "Explain one rule: what it detects, why it matters, what to do.",
+          options=lambda p: p.add_argument("rule_id", metavar="RULE_ID",
+                                            help="A rule id or an earlier alias (see `ml-guard rules`)."))
+    c.add("demo", demo, "Write a small demo project with planted problems into DIRECTORY.",
+          options=lambda p: p.add_argument("directory", type=_path("folder"), metavar="DIRECTORY",
+                                           help="Created when missing."))
+    c.add("sbom", sbom, "Write a CycloneDX 1.6 SBOM of PATH: artifacts with SHA-256, models, libraries, findings.",
+          "Model files are machine-learning-model components (format, framework),\n"
+          "manifest entries library components with purls, and every finding a\n"
+          "vulnerability linked to the component it affects. Exit code 0 (2 on a\n"
+          "usage or configuration error): the SBOM records findings, it does not judge.", _sbom_options)
+    c.add("compliance", compliance, "Scan PATH and write compliance evidence for a standard (PDF, HTML or JSON).",
+          "Each control of the standard (EU AI Act Art. 9-15, NIST AI RMF MEASURE/MANAGE,\n"
+          "ISO/IEC 27001:2022 Annex A, SOC 2 CC6/CC7) lists the findings that bear on\n"
+          "it, what a clean result supports and what it cannot show. This is technical\n"
+          "evidence, not a conformity declaration. Exit codes: 0 verdict PASS, 1 FAIL,\n"
+          "2 usage or configuration error.", _compliance_options)
+    c.group("db", "The local OSV advisory database that dependency manifests are checked against.",
+            "  ml-guard db update                   download OSV's PyPI export and build it\n"
+            "  ml-guard db update --from all.zip    build it offline from a downloaded export\n"
+            "  ml-guard db info                     what it holds and when it was updated", _db_commands)
+    c.add("cve-update", db_update, "Earlier spelling of `ml-guard db update --from SOURCE`.",
+          options=_cve_update_options, hidden=True)
+    c.add("cve-info", db_info, "Earlier spelling of `ml-guard db info`.", options=_cve_info_options, hidden=True)
+    c.group("runtime", "Turn the runtime guard on for every Python of an environment.",
+            "`install` writes mlguard_autoprotect.pth into site-packages: each new\n"
+            "interpreter then calls mlguard.runtime.protect() at start-up, configured by\n"
+            "MLGUARD_MODE (enforce|warn|audit), MLGUARD_CONFIG (a .ml-guard.yml whose\n"
+            "runtime: section is used) and MLGUARD_DISABLE=1 (skip the guard).\n"
+            "Exit codes: 0 done, 2 usage or installation error.", _runtime_commands)
+    c.build()
     return main_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``ml-guard`` with ``argv`` (default: the process's arguments); returns the exit code."""
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    top = parser(argv)
+    args = top.parse_args(argv)
     if args.version:
         from . import engine
 
         _echo(f"ml-guard {__version__} (engine: {engine.engine_status()})")
         return EXIT_OK
     if getattr(args, "run", None) is None:  # no command, or a group without its sub-command
-        (getattr(args, "parser", None) or parser()).print_help(sys.stderr)
+        getattr(args, "parser", top).print_help(sys.stderr)
         return EXIT_USAGE
     return args.run(args)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
+import os
 
 from .interface import Artifact, Option, ScanContext, Scanner
 
@@ -12,10 +12,10 @@ from .interface import Artifact, Option, ScanContext, Scanner
 def registry() -> dict[str, Scanner]:
     """Every scanner module of this package, by scanner name (discovered once per process)."""
     found: dict[str, Scanner] = {}
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name.startswith("_") or mod.name == "interface":
-            continue
-        scanner = getattr(importlib.import_module(f"{__name__}.{mod.name}"), "SCANNER", None)
+    names = {entry.name[:-3] for folder in __path__ for entry in os.scandir(folder)
+             if entry.name.endswith(".py") and not entry.name.startswith("_")}  # not pkgutil: it imports inspect
+    for name in sorted(names - {"interface"}):
+        scanner = getattr(importlib.import_module(f"{__name__}.{name}"), "SCANNER", None)
         if scanner is not None:
             found[scanner.name] = scanner
     return dict(sorted(found.items()))
