@@ -122,10 +122,10 @@ class Finding(Record):
 
 def fingerprint(rule_id: str, path: str, member: str | None, key: str) -> str:
     """Stable fingerprint of a finding: same rule, file, member and scanner-chosen key give the same value."""
-    import hashlib
+    from .engine import sha256
 
     text = "\x1f".join((rule_id, path, member or "", key))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return sha256(text.encode("utf-8", "surrogatepass"))[:32]
 
 
 class ScanError(Record):

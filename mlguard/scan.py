@@ -1,7 +1,6 @@
 """Orchestration: open each file once, sniff it, hand it to every scanner that takes its format."""
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import Callable
@@ -137,6 +136,8 @@ def _scanner_error(ctx: ScanContext, where: Artifact | str, scanner: str, exc: E
 
 
 def _sha256(f) -> str:
+    import hashlib  # noqa: PLC0415 - only with trusted_sha256 (importing it loads OpenSSL: start-up)
+
     digest = hashlib.sha256()
     for block in iter(lambda: f.read(1 << 20), b""):
         digest.update(block)

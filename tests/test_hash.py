@@ -266,3 +266,17 @@ def test_crc32_is_zlibs(name):
     assert engine.crc32(array.array("I", [1, 2]), engine=name) == zlib.crc32(array.array("I", [1, 2]))
     with pytest.raises(TypeError):
         engine.crc32("text", engine=name)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_sha256_of_bytes_is_hashlibs(name):
+    """SHA-256 of bytes (finding fingerprints, the rules cache): hashlib's value around the 64-byte block
+    and the 64 KiB at which the native engine releases the GIL, for any bytes-like object."""
+    blob = random.Random(6).randbytes((1 << 16) + 300)
+    for size in (0, 1, 55, 56, 63, 64, 65, 4096, (1 << 16) - 1, 1 << 16, (1 << 16) + 300):
+        assert engine.sha256(blob[:size], engine=name) == hashlib.sha256(blob[:size]).hexdigest(), size
+    view = memoryview(blob)
+    assert engine.sha256(view[::3], engine=name) == hashlib.sha256(blob[::3]).hexdigest()  # not contiguous
+    assert engine.sha256(bytearray(b"torch"), engine=name) == hashlib.sha256(b"torch").hexdigest()
+    with pytest.raises(TypeError):
+        engine.sha256("text", engine=name)

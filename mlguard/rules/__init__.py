@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from typing import Any, Iterator
@@ -81,7 +80,9 @@ def load_data(filename: str) -> Any:
     """
     with open(os.path.join(_HERE, filename), "rb") as f:
         raw = f.read()
-    digest = hashlib.sha256(raw).hexdigest()
+    from ..engine import sha256  # noqa: PLC0415 - the rules load before any scanning
+
+    digest = sha256(raw)
     cached = os.path.join(_CACHE, f"{filename}.json")
     try:
         with open(cached, encoding="utf-8") as f:

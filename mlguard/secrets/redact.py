@@ -1,9 +1,6 @@
 """What may be shown of a secret: a redacted snippet, and a keyed hash that tells secrets apart without them."""
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 _FINGERPRINT_KEY = b"ml-guard secret fingerprint v1"
 """Fixed, public key of :func:`secret_hash`: it keeps the hashes specific to ML Guard (no lookup in
 generic hash tables), it does not make a weak password hard to guess."""
@@ -21,4 +18,7 @@ def redact(secret: str, prefix: int = 0) -> str:
 def secret_hash(secret: bytes) -> str:
     """HMAC-SHA256 of the secret under the tool's key, truncated to 64 bits: the same secret gives the same
     value in every file and run, and the value does not reveal the secret."""
+    import hashlib  # noqa: PLC0415 - only when a secret is found (importing it loads OpenSSL: start-up)
+    import hmac  # noqa: PLC0415
+
     return hmac.new(_FINGERPRINT_KEY, secret, hashlib.sha256).hexdigest()[:16]

@@ -555,6 +555,21 @@ mod bindings {
     }
     // ------------------------------------------------------------ end of zip kernel bindings ----
 
+    /// sha256(data) -> str
+    ///
+    /// SHA-256 of a bytes-like object as 64 lowercase hexadecimal digits; see
+    /// `mlguard.engine.sha256`, the supported entry point. The GIL is released for 64 KiB and more.
+    #[pyfunction]
+    fn sha256(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
+        use sha2::Digest;
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let hex = |s: &[u8]| crate::hash::to_hex(&sha2::Sha256::digest(s));
+        let out = if slice.len() < 1 << 16 { hex(slice) } else { py.detach(|| hex(slice)) };
+        drop(input);
+        Ok(out)
+    }
+
     // ------------------------------------------------------------- protobuf walk (protobuf.rs) ----
 
     fn message_to_py<'py>(py: Python<'py>, m: &crate::protobuf::Message) -> PyResult<Bound<'py, PyDict>> {
@@ -752,6 +767,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(pickle_facts_file, m)?)?;
         m.add_function(wrap_pyfunction!(zip_facts, m)?)?;
         m.add_function(wrap_pyfunction!(crc32, m)?)?;
+        m.add_function(wrap_pyfunction!(sha256, m)?)?;
         m.add_function(wrap_pyfunction!(protobuf_walk, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
         m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
