@@ -37,7 +37,8 @@ Python values::
                   "module": "os" | None, "name": "system" | None,  # None when unresolvable
                   "resolution": "literal" | "memo" | "computed",
                   "protocol": 2,           # unpickler protocol when imported (last PROTO, else 0)
-                  "truncated": False}],    # module or name cut at limits.max_string characters
+                  "truncated": False,      # module or name cut at limits.max_string characters
+                  "count": 1}],            # imports this fact stands for (compact mode)
      "calls":   [{"pickle": 0, "offset": 40,
                   "opcode": "REDUCE" | "INST" | "OBJ" | "NEWOBJ" | "NEWOBJ_EX" | "BUILD"
                             | "APPEND" | "APPENDS" | "SETITEM" | "SETITEMS" | "ADDITEMS",
@@ -73,17 +74,22 @@ N BINPERSIDs); building one dict per call costs far more than the parse. With ``
   compact mode when it needs every call's arguments);
 - ``persistent_ids`` are grouped by (``pickle``, ``opcode``) the same way (all of them: they
   have no arguments);
+- ``globals`` are grouped by (``pickle``, ``opcode``, ``module``, ``name``, ``resolution``,
+  ``protocol``, ``truncated``) the same way: a stream that imports one name a million times
+  (benign pickles import a name once and fetch it from the memo) gives one fact. A call's
+  ``target`` and its global arguments name the group, so the calls of all imports of one name
+  are one call group;
 - order: each list is the normal list in which every group is kept at the position of its
   first member and its other members are dropped (first-occurrence order; as offsets increase
   along a pickle, this is also the order of each fact's first offset, except around a joblib
   nested pickle read while a frame is unfinished).
 
-Summing ``count`` per (pickle, opcode, target) [per (pickle, opcode) for persistent ids] gives
-the same totals in both modes: all that compact mode drops is where the later members of a
-group are and their arguments. ``max_facts`` counts the facts recorded, so a group counts once:
-where the normal mode stops at that limit, compact mode may go further. Otherwise limits,
-statuses, errors, ``globals``, ``ext``, ``raw_spans``, ``opcode_counts`` and ``trailing`` are
-exactly those of the normal mode. In the normal mode every ``count`` is 1.
+Summing ``count`` per group key gives the same totals in both modes (for calls, with each
+target read as its import's module and name): all that compact mode drops is where the later
+members of a group are and their arguments. ``max_facts`` counts the facts recorded, so a group
+counts once: where the normal mode stops at that limit, compact mode may go further. Otherwise
+limits, statuses, errors, ``ext``, ``raw_spans``, ``opcode_counts`` and ``trailing`` are exactly
+those of the normal mode. In the normal mode every ``count`` is 1.
 
 Offsets are byte offsets in ``data`` (for :func:`pickle_facts_file`, from the start of the
 range): of the opcode, except for argument payloads and raw spans.

@@ -185,7 +185,7 @@ class PickleScanner:
                 entry = seen.setdefault((module, name), {"offset": g["offset"], "opcode": g["opcode"], "count": 0,
                                                          "calls": [], "verdict": verdict,
                                                          "as": f"{g['module']}.{g['name']}"})
-                entry["count"] += 1
+                entry["count"] += g["count"]
                 entry["calls"] += calls
         for (module, name), e in seen.items():
             called = bool(e["calls"])

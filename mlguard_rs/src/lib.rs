@@ -206,6 +206,7 @@ mod bindings {
             d.set_item(intern!(py, "resolution"), g.resolution.as_str())?;
             d.set_item(intern!(py, "protocol"), g.protocol)?;
             d.set_item(intern!(py, "truncated"), g.truncated)?;
+            d.set_item(intern!(py, "count"), g.count)?;
             globals.append(d)?;
         }
 

@@ -355,7 +355,7 @@ impl LimitKind {
 }
 
 /// How a global's module and name were obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resolution {
     /// Text in the opcode (GLOBAL, INST) or string operands pushed directly (STACK_GLOBAL).
     Literal,
@@ -500,7 +500,7 @@ impl RawSpan {
 /// (BINUNICODE is decoded with `surrogatepass`, UNICODE with `raw-unicode-escape`).
 /// Stored as UTF-8 where a surrogate is encoded like any other code point (3 bytes
 /// `ED A0..BF 80..BF`), i.e. exactly what Python's `str.encode("utf-8", "surrogatepass")` gives.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Text {
     bytes: Vec<u8>,
     surrogates: bool,
@@ -569,6 +569,10 @@ pub struct GlobalFact {
     pub protocol: u8,
     /// Module or name was longer than `max_string` characters and was cut.
     pub truncated: bool,
+    /// Imports this fact stands for: 1, except with [`Options::compact`], where the imports of
+    /// one pickle with the same opcode, module, name, resolution, protocol and truncation are one
+    /// fact (`offset` is the first one's).
+    pub count: u64,
 }
 
 /// A call site: REDUCE, INST, OBJ, NEWOBJ, NEWOBJ_EX, BUILD; and APPEND, APPENDS, SETITEM,
@@ -800,6 +804,10 @@ const NO_OBJ: u32 = u32::MAX;
 const MAYBE_OBJ: u32 = u32::MAX - 1;
 /// `Val::Result::target` when the callable is not a global.
 const NO_GLOBAL: u32 = u32::MAX;
+
+/// What makes two imports of one pickle the same fact in compact mode: opcode, module, name,
+/// resolution, protocol, truncation.
+type GlobalKey = (u8, Option<Text>, Option<Text>, Resolution, u8, bool);
 
 /// Compact mode: no group of calls / persistent ids yet.
 const NO_GROUP: u32 = u32::MAX;
@@ -1848,6 +1856,8 @@ struct Machine<'a> {
     untargeted_groups: [u32; CALL_SLOTS],
     /// Compact mode: index in `facts.persistent_ids` of this pickle's PERSID / BINPERSID group.
     persid_groups: [u32; 2],
+    /// Compact mode: index in `facts.globals` of this pickle's group of each distinct import.
+    global_groups: HashMap<GlobalKey, u32>,
     /// Opcodes executed in this pickle; `ctx.total` is `total_base + ops`.
     ops: u64,
     total_base: u64,
@@ -1908,6 +1918,7 @@ impl<'a> Machine<'a> {
             check_facts: false,
             untargeted_groups: [NO_GROUP; CALL_SLOTS],
             persid_groups: [NO_GROUP; 2],
+            global_groups: HashMap::new(),
             ops: 0,
             total_base: 0,
             next_check: 0,
@@ -2234,6 +2245,24 @@ impl<'a> Machine<'a> {
         if kind == GKind::Wrapper {
             self.saw_wrapper = true;
         }
+        if ctx.compact {
+            let key = (
+                opcode,
+                module.clone(),
+                name.clone(),
+                resolution,
+                self.proto,
+                truncated,
+            );
+            if let Some(&group) = self.global_groups.get(&key) {
+                ctx.facts.globals[group as usize].count += 1;
+                return group;
+            }
+            // (4G facts cannot fit in memory: the index always fits)
+            if let Ok(i) = u32::try_from(ctx.facts.globals.len()) {
+                self.global_groups.insert(key, i);
+            }
+        }
         ctx.facts.globals.push(GlobalFact {
             pickle: self.index,
             offset: at,
@@ -2243,6 +2272,7 @@ impl<'a> Machine<'a> {
             resolution,
             protocol: self.proto,
             truncated,
+            count: 1,
         });
         ctx.gkind.push(kind);
         if ctx.compact {
@@ -4293,6 +4323,44 @@ mod tests {
     }
 
     #[test]
+    fn compact_groups_identical_imports() {
+        // m.A(), m.A(), m.B, m.A, then STACK_GLOBAL m.A (another opcode: its own group)
+        let d = b"\x80\x04cm\nA\n)R0cm\nA\n)R0cm\nB\n0cm\nA\n0\x8c\x01m\x8c\x01A\x930N.";
+        let normal = run(d);
+        assert_eq!(normal.pickles[0].status, Status::Stop);
+        assert_eq!(normal.globals.len(), 5);
+        let targets: Vec<Option<usize>> = normal.calls.iter().map(|c| c.target).collect();
+        assert_eq!(targets, vec![Some(0), Some(1)]);
+        let f = compact(d, &Limits::default());
+        let globals: Vec<(usize, &[u8], u8, u64)> = f
+            .globals
+            .iter()
+            .map(|g| {
+                (
+                    g.offset,
+                    g.name.as_ref().unwrap().as_bytes(),
+                    g.opcode,
+                    g.count,
+                )
+            })
+            .collect();
+        let glob = |n: usize| (0..d.len()).filter(|&i| d[i] == b'c').nth(n).unwrap();
+        assert_eq!(
+            globals,
+            vec![
+                (glob(0), &b"A"[..], op::GLOBAL, 3),
+                (glob(2), &b"B"[..], op::GLOBAL, 1),
+                (d.len() - 4, &b"A"[..], op::STACK_GLOBAL, 1)
+            ]
+        );
+        // both calls of m.A target its group, so they are one call group
+        let calls: Vec<(Option<usize>, u64)> =
+            f.calls.iter().map(|c| (c.target, c.count)).collect();
+        assert_eq!(calls, vec![(Some(0), 2)]);
+        assert!(normal.globals.iter().all(|g| g.count == 1));
+    }
+
+    #[test]
     fn compact_groups_calls_and_persistent_ids() {
         // A(), B("x"), A(), A("x"), B(), A(), None(); BINPERSID x2, PERSID
         let d = b"\x80\x02cm\nA\nq\x00cm\nB\nq\x01h\x00)R0h\x01X\x01\x00\x00\x00x\x85R0h\x00)R0\
@@ -4324,7 +4392,7 @@ mod tests {
             .map(|p| (p.opcode, p.count))
             .collect();
         assert_eq!(pids, vec![(op::BINPERSID, 2), (op::PERSID, 1)]);
-        // nothing else changes
+        // nothing else changes (these imports are all distinct)
         assert_eq!(f.pickles, normal.pickles);
         assert_eq!(f.globals, normal.globals);
         assert_eq!(f.opcode_counts, normal.opcode_counts);

@@ -274,9 +274,11 @@ class _Analysis:
     def __init__(self, data, limits, compact=False):
         self.data = data
         self.compact = compact
-        # compact mode: (pickle, opcode, target) / (pickle, opcode) -> index of the group's fact
+        # compact mode: (pickle, opcode, target) / (pickle, opcode) / (pickle, opcode, module, name,
+        # resolution, protocol, truncated) -> index of the group's fact
         self.call_groups: dict = {}
         self.pid_groups: dict = {}
+        self.global_groups: dict = {}
         self.n = len(data)
         (self.max_opcodes, self.max_memo, self.max_stack,
          self.max_pickles, self.max_string, self.max_facts) = limits
@@ -554,9 +556,16 @@ class _Machine:
             kind = classify_global(module, name, self.proto, truncated)
         if kind == _G_WRAPPER:
             self.saw_wrapper = True
+        if a.compact:
+            key = (self.index, opcode, module, name, resolution, self.proto, truncated)
+            group = a.global_groups.get(key)
+            if group is not None:
+                a.globals[group]["count"] += 1
+                return group
+            a.global_groups[key] = len(a.globals)
         a.globals.append({"pickle": self.index, "offset": at, "opcode": opcode, "module": module,
                           "name": name, "resolution": resolution, "protocol": self.proto,
-                          "truncated": truncated})
+                          "truncated": truncated, "count": 1})
         a.gkind.append(kind)
         a.recorded += 1
         return len(a.globals) - 1
