@@ -92,7 +92,7 @@ class Config(Record):
         if scanners is not None:
             policy = replace(policy, scanners=v.scanners("--scanners", list(scanners)))
         return replace(self, policy=policy, exclude=self.exclude + tuple(exclude),
-                                   include=self.include + tuple(include))
+                       include=self.include + tuple(include))
 
 
 class _Validator:
