@@ -2283,13 +2283,16 @@ impl<'a> Machine<'a> {
         u32::try_from(ctx.facts.globals.len() - 1).unwrap_or(NO_GLOBAL)
     }
 
+    /// Record a call site. In compact mode a call whose group exists only counts into it, so
+    /// `args` (the argument facts, from the machine's state) is worked out for a group's first
+    /// call only.
     fn add_call(
         &mut self,
         ctx: &mut Ctx,
         at: usize,
         opcode: u8,
         target: Option<u32>,
-        args: Vec<ArgFact>,
+        args: impl FnOnce(&Self) -> Vec<ArgFact>,
     ) {
         let target = target.filter(|&t| t != NO_GLOBAL);
         if ctx.compact {
@@ -2314,6 +2317,7 @@ impl<'a> Machine<'a> {
         // A fact recorded counts toward max_facts (in compact mode a group counts once).
         ctx.recorded += 1;
         self.check_facts = true;
+        let args = args(self);
         ctx.facts.calls.push(CallFact {
             pickle: self.index,
             offset: at,
@@ -2953,13 +2957,9 @@ impl<'a> Machine<'a> {
                 let v = self.stack.pop().unwrap_or(Val::Other);
                 if let Some(Val::Global(g)) = self.stack.last() {
                     let g = *g;
-                    self.add_call(
-                        ctx,
-                        at,
-                        code,
-                        Some(g),
-                        arg_facts(std::slice::from_ref(&v), 0),
-                    );
+                    self.add_call(ctx, at, code, Some(g), |_| {
+                        arg_facts(std::slice::from_ref(&v), 0)
+                    });
                 }
             }
             APPENDS | ADDITEMS => {
@@ -2968,8 +2968,7 @@ impl<'a> Machine<'a> {
                     return err(ErrorCode::StackUnderflow);
                 }
                 if let Val::Global(g) = self.stack[m - 1] {
-                    let args = arg_facts(&self.stack[m..], 0);
-                    self.add_call(ctx, at, code, Some(g), args);
+                    self.add_call(ctx, at, code, Some(g), |s| arg_facts(&s.stack[m..], 0));
                 }
                 self.stack.truncate(m);
             }
@@ -2978,8 +2977,9 @@ impl<'a> Machine<'a> {
                 let len = self.stack.len();
                 match self.stack[len - 3] {
                     Val::Global(g) => {
-                        let args = arg_facts(&self.stack[len - 2..], 0);
-                        self.add_call(ctx, at, code, Some(g), args);
+                        self.add_call(ctx, at, code, Some(g), |s| {
+                            arg_facts(&s.stack[len - 2..], 0)
+                        });
                     }
                     Val::Dict(id) => track_pairs(
                         self.data,
@@ -3002,8 +3002,7 @@ impl<'a> Machine<'a> {
                 }
                 match self.stack[m - 1] {
                     Val::Global(g) => {
-                        let args = arg_facts(&self.stack[m..], 0);
-                        self.add_call(ctx, at, code, Some(g), args);
+                        self.add_call(ctx, at, code, Some(g), |s| arg_facts(&s.stack[m..], 0));
                     }
                     Val::Dict(id) => track_pairs(
                         self.data,
@@ -3079,8 +3078,7 @@ impl<'a> Machine<'a> {
                 );
                 if code == INST {
                     let mk = self.pop_mark()?;
-                    let args = arg_facts(&self.stack[mk..], 0);
-                    self.add_call(ctx, at, INST, Some(g), args);
+                    self.add_call(ctx, at, INST, Some(g), |s| arg_facts(&s.stack[mk..], 0));
                     let len = self.stack.len();
                     let how = if len == mk { How::New } else { How::Call };
                     let obj = self.instantiate(ctx, how, Val::Global(g), ArgSrc::Stack(mk, len))?;
@@ -3140,8 +3138,7 @@ impl<'a> Machine<'a> {
                     Val::Global(g) => g,
                     _ => NO_GLOBAL,
                 };
-                let facts = self.tuples.args(&args);
-                self.add_call(ctx, at, code, Some(target), facts);
+                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
                 let obj = self.instantiate(ctx, How::Call, callable, ArgSrc::Tuple(args))?;
                 self.set_top(Val::Result { target, obj })?;
             }
@@ -3153,13 +3150,9 @@ impl<'a> Machine<'a> {
                     Some(Val::Result { target, .. }) => *target,
                     _ => NO_GLOBAL,
                 };
-                self.add_call(
-                    ctx,
-                    at,
-                    code,
-                    Some(target),
-                    arg_facts(std::slice::from_ref(&state), 0),
-                );
+                self.add_call(ctx, at, code, Some(target), |_| {
+                    arg_facts(std::slice::from_ref(&state), 0)
+                });
                 if self.joblib {
                     self.joblib_build(ctx, at, &state)?;
                 }
@@ -3176,8 +3169,7 @@ impl<'a> Machine<'a> {
                     Val::Global(g) => g,
                     _ => NO_GLOBAL,
                 };
-                let facts = self.tuples.args(&args);
-                self.add_call(ctx, at, code, Some(target), facts);
+                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
                 let how = if code == NEWOBJ { How::New } else { How::NewEx };
                 let obj = self.instantiate(ctx, how, cls, ArgSrc::Tuple(args))?;
                 self.set_top(Val::Result { target, obj })?;
@@ -3192,8 +3184,9 @@ impl<'a> Machine<'a> {
                     Val::Global(g) => g,
                     _ => NO_GLOBAL,
                 };
-                let args = arg_facts(&self.stack[m + 1..], 0);
-                self.add_call(ctx, at, code, Some(target), args);
+                self.add_call(ctx, at, code, Some(target), |s| {
+                    arg_facts(&s.stack[m + 1..], 0)
+                });
                 let len = self.stack.len();
                 let how = if len == m + 1 { How::New } else { How::Call };
                 let obj = self.instantiate(ctx, how, cls, ArgSrc::Stack(m + 1, len))?;
