@@ -39,20 +39,18 @@ def _write_atomically(path: str, content: str | bytes) -> None:
     target = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content.encode("utf-8") if isinstance(content, str) else content)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a report is an ordinary file
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as exc:
         _fail(f"cannot write {path}: {exc.strerror or exc}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode("utf-8") if isinstance(content, str) else content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a report is an ordinary file
-        os.replace(tmp, target)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if isinstance(exc, OSError):
-            _fail(f"cannot write {path}: {exc.strerror or exc}")
-        raise
 
 
 def _config(path: str, config_path: str | None, *, fail_on: str | None = None, db_path: str | None = None,
@@ -70,24 +68,28 @@ def _config(path: str, config_path: str | None, *, fail_on: str | None = None, d
 
 
 class _Progress:
-    """A progress bar on stderr (a terminal), shown only once the work has run for half a second."""
+    """A progress bar on stderr (a terminal), shown only once the work has run for half a second, and
+    redrawn at most ten times a second (and at the end)."""
 
     WIDTH = 30
 
     def __init__(self, label: str = "Scanning") -> None:
         self._label = label
         self._start = time.monotonic()
-        self._shown = False
+        self._drawn: float | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        if not self._shown and time.monotonic() - self._start < 0.5:
+        now = time.monotonic()
+        if self._drawn is None and now - self._start < 0.5:
             return
-        self._shown = True
+        if self._drawn is not None and now - self._drawn < 0.1 and done < total:
+            return
+        self._drawn = now
         filled = self.WIDTH * done // max(total, 1)
         _echo(f"\r{self._label}  [{'#' * filled}{'-' * (self.WIDTH - filled)}]  {done}/{total}", err=True, nl=False)
 
     def close(self) -> None:
-        if self._shown:
+        if self._drawn is not None:
             _echo(err=True)
 
 
@@ -331,7 +333,6 @@ def _path(kind: str):
         if kind == "folder" and os.path.exists(value) and not os.path.isdir(value):
             raise argparse.ArgumentTypeError(f"{value!r} is a file, not a folder")
         return value
-    check.__name__ = f"{kind} path"
     return check
 
 

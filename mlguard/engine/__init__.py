@@ -270,6 +270,14 @@ _native_tried = False
 _warned = False
 
 
+def _check_counts(limits: Record) -> None:
+    """ValueError unless every field of ``limits`` is an int in [0, 2**63)."""
+    for field in limits._fields:
+        value = getattr(limits, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise ValueError(f"{type(limits).__name__}.{field} must be an int in [0, 2**63), not {value!r}")
+
+
 class PickleLimits(Record):
     """Bounds on the work :func:`pickle_facts` does for one input."""
 
@@ -289,10 +297,7 @@ class PickleLimits(Record):
     bounds the result's memory. With ``compact=True`` a group of calls or persistent ids counts once."""
 
     def __post_init__(self) -> None:
-        for field in ("max_opcodes", "max_memo", "max_stack", "max_pickles", "max_string", "max_facts"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise ValueError(f"PickleLimits.{field} must be an int in [0, 2**63), not {value!r}")
+        _check_counts(self)
         if self.max_string > 0xFFFF_FFFF:
             raise ValueError("PickleLimits.max_string must be < 2**32")
 
@@ -459,10 +464,7 @@ class ZipLimits(Record):
     """Bytes of member names read, summed (each name is at most 64 KiB by format)."""
 
     def __post_init__(self) -> None:
-        for field in ("max_members", "max_name_bytes"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise ValueError(f"ZipLimits.{field} must be an int in [0, 2**63), not {value!r}")
+        _check_counts(self)
 
 
 DEFAULT_ZIP_LIMITS = ZipLimits()
