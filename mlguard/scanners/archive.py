@@ -114,8 +114,12 @@ _TORCH_RECORDS = ("version", ".format_version", ".storage_alignment", "byteorder
 _TORCH_RECORD_CONTENT = re.compile(rb"(?:[0-9]{1,64}|little|big)\n?")
 
 
-def _torch_prefixes(names) -> set[str]:
-    """Folders holding a ``data.pkl`` (``""`` for the root): ``<prefix>data/`` holds tensor storages."""
+def _torch_layout(facts: dict) -> set[str]:
+    """When the zip is a PyTorch (or TorchScript) archive, the folders holding a ``data.pkl`` (``""`` for
+    the root; ``<prefix>data/`` holds tensor storages); else none."""
+    names = [m["name"] for m in facts["members"] if m["central"]]
+    if _zip_flavour(names, [s["dir"] for s in facts["skimmed"]]) not in ("pytorch", "torchscript"):
+        return set()
     return {n[:-len("data.pkl")] for n in names if n == "data.pkl" or n.endswith("/data.pkl")}
 
 
@@ -285,12 +289,8 @@ class _ZipScan:
     def run(self) -> Iterator[Finding | None]:
         artifact, ctx = self.artifact, self.ctx
         buf = artifact.buffer()
-        facts = self._facts(buf)
+        facts, prefixes = self._facts(buf)
         members = facts["members"]
-        central_names = [m["name"] for m in members if m["central"]]
-        dirs = [s["dir"] for s in facts["skimmed"]]
-        flavour = _zip_flavour(central_names, dirs)
-        prefixes = _torch_prefixes(central_names) if flavour in ("pytorch", "torchscript") else set()
         torch_dirs = tuple(p + "data/" for p in prefixes)
         self.torch_records = frozenset(p + r for p in prefixes for r in _TORCH_RECORDS)
         yield from self._archive_findings(facts)
@@ -338,19 +338,19 @@ class _ZipScan:
 
     # -------------------------------------------------------------- facts
 
-    def _facts(self, buf) -> dict:
+    def _facts(self, buf) -> tuple[dict, set[str]]:
+        """The zip's facts (those of the sniffer when it read this zip) and, for a PyTorch archive, the
+        folders holding a data.pkl. Tensor directories stay skimmed only when they are the storages of
+        such a folder."""
         skim = self.opts["skim_tensors"]
         facts = self.artifact.sniffed.facts if self.host is None else None
         if facts is None or facts.get("size") != len(buf) or (facts["skimmed"] and not skim):
             facts = engine.zip_facts(buf, skim_dir=ZIP_SKIM_DIR if skim else None, skim_min=ZIP_SKIM_MIN)
-        if facts["skimmed"]:
-            names = [m["name"] for m in facts["members"] if m["central"]]
-            dirs = {s["dir"] for s in facts["skimmed"]}
-            flavour = _zip_flavour(names, dirs)
-            torch_dirs = {p + "data/" for p in _torch_prefixes(names)}
-            if flavour not in ("pytorch", "torchscript") or not dirs <= torch_dirs:
-                facts = engine.zip_facts(buf)  # not tensor storages of a torch archive: read them all
-        return facts
+        prefixes = _torch_layout(facts)
+        if not {s["dir"] for s in facts["skimmed"]} <= {p + "data/" for p in prefixes}:
+            facts = engine.zip_facts(buf)  # not tensor storages of a torch archive: read them all
+            prefixes = _torch_layout(facts)
+        return facts, prefixes
 
     # -------------------------------------------------------------- findings
 
