@@ -538,21 +538,30 @@ mod bindings {
         out
     }
 
+    /// `f` of a bytes-like object (read in place), with the GIL released for 64 KiB and more.
+    fn of_bytes<T: Send>(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        f: impl Fn(&[u8]) -> T + Sync,
+    ) -> PyResult<T> {
+        let input = Input::new(data)?;
+        let slice: &[u8] = input.as_slice();
+        let out = if slice.len() < 1 << 16 {
+            f(slice)
+        } else {
+            py.detach(|| f(slice))
+        };
+        drop(input);
+        Ok(out)
+    }
+
     /// crc32(data) -> int
     ///
     /// zlib's CRC-32 of a bytes-like object; see `mlguard.engine.crc32`, the supported entry
     /// point. The GIL is released for 64 KiB and more.
     #[pyfunction]
     fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
-        let input = Input::new(data)?;
-        let slice: &[u8] = input.as_slice();
-        let crc = if slice.len() < 1 << 16 {
-            crc32fast::hash(slice)
-        } else {
-            py.detach(|| crc32fast::hash(slice))
-        };
-        drop(input);
-        Ok(crc)
+        of_bytes(py, data, crc32fast::hash)
     }
     // ------------------------------------------------------------ end of zip kernel bindings ----
 
@@ -563,12 +572,7 @@ mod bindings {
     #[pyfunction]
     fn sha256(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
         use sha2::Digest;
-        let input = Input::new(data)?;
-        let slice: &[u8] = input.as_slice();
-        let hex = |s: &[u8]| crate::hash::to_hex(&sha2::Sha256::digest(s));
-        let out = if slice.len() < 1 << 16 { hex(slice) } else { py.detach(|| hex(slice)) };
-        drop(input);
-        Ok(out)
+        of_bytes(py, data, |s| crate::hash::to_hex(&sha2::Sha256::digest(s)))
     }
 
     // ------------------------------------------------------------- protobuf walk (protobuf.rs) ----
