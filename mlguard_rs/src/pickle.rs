@@ -1474,7 +1474,7 @@ impl Memo {
     /// `memo[key] = v`, within the budget `max_memo` (see [`Memo`]); false when the memo limit
     /// is reached.
     #[inline(always)]
-    fn put(&mut self, key: u64, v: Val, max_memo: usize) -> bool {
+    fn put(&mut self, key: u64, v: &Val, max_memo: usize) -> bool {
         if self.kept < max_memo {
             // (no key was dropped yet: the budget is only ever passed once)
             if self.insert(key, v) {
@@ -1487,7 +1487,7 @@ impl Memo {
     }
 
     #[cold]
-    fn put_past_budget(&mut self, key: u64, v: Val, max_memo: usize) -> bool {
+    fn put_past_budget(&mut self, key: u64, v: &Val, max_memo: usize) -> bool {
         let dense = usize::try_from(key).ok().filter(|&k| k < self.dense.len());
         let has_value = match dense {
             Some(k) => self.dense[k] != Slot(0),
@@ -1548,7 +1548,7 @@ impl Memo {
 
     /// Store `v` under `key`; true when the key had no value.
     #[inline(always)]
-    fn insert(&mut self, key: u64, v: Val) -> bool {
+    fn insert(&mut self, key: u64, v: &Val) -> bool {
         let s = self.pack(v);
         if key < self.dense.len() as u64 {
             return std::mem::replace(&mut self.dense[key as usize], s) == Slot(0);
@@ -1596,8 +1596,8 @@ impl Memo {
     }
 
     #[inline(always)]
-    fn pack(&mut self, v: Val) -> Slot {
-        let (t, value) = match v {
+    fn pack(&mut self, v: &Val) -> Slot {
+        let (t, value) = match *v {
             Val::Other => (tag::OTHER, 0),
             Val::Unknown => (tag::UNKNOWN, 0),
             Val::None => (tag::NONE, 0),
@@ -2192,9 +2192,13 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// PUT/BINPUT/LONG_BINPUT/MEMOIZE. The top is read by reference, field by field: it was
+    /// usually pushed by the opcode just before, in several stores, and copying its 16 bytes
+    /// at once would wait for them to reach the cache (a PUT took twice as long).
     #[inline(always)]
     fn memo_put(&mut self, key: u64) -> Step<()> {
-        let v = *self.top()?;
+        self.need(1)?;
+        let v = self.stack.last().ok_or(Halt::Error(ErrorCode::StackUnderflow))?;
         if !self.memo.put(key, v, self.max_memo) {
             return Err(Halt::Limit(LimitKind::Memo));
         }
@@ -4704,24 +4708,24 @@ mod tests {
     #[test]
     fn memo_dense_and_sparse_keys() {
         let mut m = Memo::default();
-        m.put(5000, Val::Global(7), usize::MAX); // far beyond the entries: sparse
-        m.put(u32::MAX as u64, Val::Global(8), usize::MAX);
+        m.put(5000, &Val::Global(7), usize::MAX); // far beyond the entries: sparse
+        m.put(u32::MAX as u64, &Val::Global(8), usize::MAX);
         assert!(m.dense.len() < 5000);
         for k in 0..4500u64 {
-            m.put(k, Val::Other, usize::MAX);
+            m.put(k, &Val::Other, usize::MAX);
         }
         assert!(m.dense.len() > 5000, "dense grew over the sparse key");
         assert!(matches!(m.get(5000), Some(Val::Global(7))));
         assert!(matches!(m.get(u32::MAX as u64), Some(Val::Global(8))));
         assert_eq!(m.len(), 4502);
-        m.put(5000, Val::Other, usize::MAX); // overwrite: no new entry
-        m.put(0, Val::Other, usize::MAX);
+        m.put(5000, &Val::Other, usize::MAX); // overwrite: no new entry
+        m.put(0, &Val::Other, usize::MAX);
         assert_eq!(m.len(), 4502);
         assert!(m.get(4999).is_none());
         assert!(m.dense.len() <= 4 * m.len() + 2048);
         // A hostile key does not allocate by its value.
         let mut m = Memo::default();
-        m.put(1 << 40, Val::Other, usize::MAX);
+        m.put(1 << 40, &Val::Other, usize::MAX);
         assert!(m.dense.is_empty());
     }
 
@@ -4804,7 +4808,7 @@ mod tests {
             Val::Tuple(u32::MAX),
         ];
         for (k, v) in vals.iter().enumerate() {
-            m.insert(k as u64, *v);
+            m.insert(k as u64, v);
         }
         for (k, v) in vals.iter().enumerate() {
             assert_eq!(format!("{:?}", m.get(k as u64).unwrap()), format!("{v:?}"));
