@@ -2198,7 +2198,10 @@ impl<'a> Machine<'a> {
     #[inline(always)]
     fn memo_put(&mut self, key: u64) -> Step<()> {
         self.need(1)?;
-        let v = self.stack.last().ok_or(Halt::Error(ErrorCode::StackUnderflow))?;
+        let v = self
+            .stack
+            .last()
+            .ok_or(Halt::Error(ErrorCode::StackUnderflow))?;
         if !self.memo.put(key, v, self.max_memo) {
             return Err(Halt::Limit(LimitKind::Memo));
         }
