@@ -327,6 +327,11 @@ impl Hasher for Identity {
 
 const NONE: u32 = u32::MAX;
 
+/// Whether `raw` holds an ASCII capital letter (a fold without an early exit vectorizes).
+fn has_upper(raw: &[u8]) -> bool {
+    raw.iter().fold(false, |up, b| up | b.is_ascii_uppercase())
+}
+
 /// Groups of equal entry names, exactly or up to ASCII case (torch's miniz lookup ignores it).
 ///
 /// One hash per name with foldhash under a random seed (crafted names cannot aim at
@@ -349,18 +354,19 @@ struct Names {
 }
 
 impl Names {
-    fn hash(&mut self, seed: &RandomState, raw: &[u8]) -> u64 {
-        if self.fold && raw.iter().any(u8::is_ascii_uppercase) {
-            self.low.clear();
-            self.low.extend(raw.iter().map(u8::to_ascii_lowercase));
-            seed.hash_one(&self.low[..])
+    /// The hash of `raw`, lowercased into `low` first when folding.
+    fn hash(fold: bool, low: &mut Vec<u8>, seed: &RandomState, raw: &[u8]) -> u64 {
+        if fold && has_upper(raw) {
+            low.clear();
+            low.extend(raw.iter().map(u8::to_ascii_lowercase));
+            seed.hash_one(&low[..])
         } else {
             seed.hash_one(raw)
         }
     }
 
-    fn same(&self, a: &[u8], b: &[u8]) -> bool {
-        if self.fold {
+    fn same(fold: bool, a: &[u8], b: &[u8]) -> bool {
+        if fold {
             a.eq_ignore_ascii_case(b)
         } else {
             a == b
@@ -369,10 +375,10 @@ impl Names {
 
     /// The group of `raw` (an entry's name or another key), or None.
     fn find(&mut self, seed: &RandomState, d: &[u8], entries: &[Entry], raw: &[u8]) -> Option<u32> {
-        let h = self.hash(seed, raw);
+        let h = Self::hash(self.fold, &mut self.low, seed, raw);
         let mut g = *self.table.get(&h)?;
         while g != NONE {
-            if self.same(entries[self.first[g as usize] as usize].raw(d), raw) {
+            if Self::same(self.fold, entries[self.first[g as usize] as usize].raw(d), raw) {
                 return Some(g);
             }
             g = self.next[g as usize];
@@ -380,32 +386,32 @@ impl Names {
         None
     }
 
-    /// Group every entry (`ids`, `sizes`).
+    /// Group every entry (`ids`, `sizes`): one table probe per entry.
     fn build(&mut self, fold: bool, seed: &RandomState, d: &[u8], entries: &[Entry]) {
         self.fold = fold;
-        self.ids.reserve(entries.len());
+        let Names { table, first, next, sizes, ids, low, .. } = self;
+        ids.reserve(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let raw = e.raw(d);
-            let h = self.hash(seed, raw);
-            let mut g = *self.table.entry(h).or_insert(NONE);
-            let mut last = NONE;
-            while g != NONE && !self.same(entries[self.first[g as usize] as usize].raw(d), raw) {
+            let head = table.entry(Self::hash(fold, low, seed, raw)).or_insert(NONE);
+            let (mut g, mut last) = (*head, NONE);
+            while g != NONE && !Self::same(fold, entries[first[g as usize] as usize].raw(d), raw) {
                 last = g;
-                g = self.next[g as usize];
+                g = next[g as usize];
             }
             if g == NONE {
-                g = self.first.len() as u32;
-                self.first.push(i as u32);
-                self.next.push(NONE);
-                self.sizes.push(0);
+                g = first.len() as u32;
+                first.push(i as u32);
+                next.push(NONE);
+                sizes.push(0);
                 if last == NONE {
-                    self.table.insert(h, g);
+                    *head = g;
                 } else {
-                    self.next[last as usize] = g;
+                    next[last as usize] = g;
                 }
             }
-            self.sizes[g as usize] += 1;
-            self.ids.push(g);
+            sizes[g as usize] += 1;
+            ids.push(g);
         }
     }
 
@@ -657,7 +663,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     let seed = RandomState::default(); // a new random seed for each archive
     let (mut exact, mut folded) = (std::mem::take(&mut scratch.exact), std::mem::take(&mut scratch.folded));
     exact.build(false, &seed, d, &entries);
-    let any_upper = entries.iter().any(|e| e.raw(d).iter().any(u8::is_ascii_uppercase));
+    let any_upper = entries.iter().any(|e| has_upper(e.raw(d)));
     if any_upper {
         folded.build(true, &seed, d, &entries);
     }
@@ -693,34 +699,38 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
             // directory groups (entries of one directory are usually consecutive: hash once per run)
             let mut dmap: HashMap<&'a [u8], u32> = HashMap::new();
             let mut dids: Vec<u32> = Vec::with_capacity(n);
-            let mut dsizes: Vec<u32> = Vec::new();
+            let mut dirs: Vec<(&'a [u8], u32)> = Vec::new(); // (directory, entries)
             let mut last: Option<(&'a [u8], u32)> = None;
             for e in &entries {
                 let dir = dir_of(e.raw(d));
                 let g = match last {
                     Some((l, g)) if l == dir => g,
                     _ => {
-                        let next = dsizes.len() as u32;
+                        let next = dirs.len() as u32;
                         let g = *dmap.entry(dir).or_insert(next);
                         if g == next {
-                            dsizes.push(0);
+                            dirs.push((dir, 0));
                         }
                         last = Some((dir, g));
                         g
                     }
                 };
-                dsizes[g as usize] += 1;
+                dirs[g as usize].1 += 1;
                 dids.push(g);
             }
-            let mut slot: Vec<Option<usize>> = vec![None; dsizes.len()];
+            // a directory is skimmed when it is named skim_dir and large enough
+            let eligible: Vec<bool> = dirs
+                .iter()
+                .map(|&(dir, size)| {
+                    !dir.is_empty()
+                        && size as u64 >= opts.skim_min
+                        && dir[..dir.len() - 1].rsplit(|&b| b == b'/').next() == Some(want)
+                })
+                .collect();
+            let mut slot: Vec<Option<usize>> = vec![None; dirs.len()];
             for (i, e) in entries.iter_mut().enumerate() {
                 let g = dids[i] as usize;
-                let dir = dir_of(e.raw(d));
-                if dir.is_empty() || (dsizes[g] as u64) < opts.skim_min {
-                    continue;
-                }
-                let last = dir[..dir.len() - 1].rsplit(|&b| b == b'/').next().unwrap_or(b"");
-                if last == want
+                if eligible[g]
                     && e.raw(d).is_ascii()
                     && e.method == 0
                     && e.flags & !(FLAG_DESCRIPTOR | FLAG_UTF8) == 0
@@ -735,7 +745,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                     let k = match slot[g] {
                         Some(k) => k,
                         None => {
-                            let dir_name = String::from_utf8_lossy(dir).into_owned();
+                            let dir_name = String::from_utf8_lossy(dirs[g].0).into_owned();
                             skimmed.push(Skimmed { dir: dir_name, members: 0, compressed_size: 0 });
                             slot[g] = Some(skimmed.len() - 1);
                             skimmed.len() - 1
@@ -844,7 +854,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                         Some("exact")
                     } else if any_upper {
                         folded.find(&seed, d, &entries, key).map(|_| "case")
-                    } else if key.iter().any(u8::is_ascii_uppercase) {
+                    } else if has_upper(key) {
                         exact.find(&seed, d, &entries, &key.to_ascii_lowercase()).map(|_| "case")
                     } else {
                         None
