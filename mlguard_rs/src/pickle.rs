@@ -897,7 +897,11 @@ impl Tuples {
             return Val::Unknown;
         }
         let start = self.items.len() as u32;
-        self.items.extend_from_slice(kept);
+        self.items.reserve(keep);
+        for v in kept {
+            // (not extend_from_slice: its memmove call is slow for the few items most tuples hold)
+            self.items.push(*v);
+        }
         self.hdrs.push((start, keep as u32, items.len()));
         Val::Tuple((self.hdrs.len() - 1) as u32)
     }
