@@ -41,6 +41,9 @@ class Record:
     _fields: tuple[str, ...] = ()
     _compared: tuple[str, ...] = ()
     _shown: tuple[str, ...] = ()
+    _post_init: Callable[[Any], None] | None = None
+    _template: dict[str, Any] = {}
+    _unset: tuple[tuple[str, Callable[[], Any] | None], ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -58,30 +61,34 @@ class Record:
         cls._fields = tuple(specs)
         cls._compared = tuple(name for name, spec in specs.items() if spec.compare)
         cls._shown = tuple(name for name, spec in specs.items() if spec.repr)
+        # every field in order with its plain default (else _MISSING), and those without one with
+        # their factory (None: required); looked up once, as __post_init__ is
+        cls._template = {name: spec.default for name, spec in specs.items()}
+        cls._unset = tuple((name, spec.factory) for name, spec in specs.items() if spec.default is _MISSING)
+        cls._post_init = getattr(cls, "__post_init__", None)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
-        if len(args) > len(cls._fields):
-            raise TypeError(f"{cls.__name__}() takes {len(cls._fields)} arguments but {len(args)} were given")
-        values = dict(zip(cls._fields, args))
-        for name, value in kwargs.items():
-            if name in values or name not in cls._fields:
-                raise TypeError(f"{cls.__name__}() got an unexpected or repeated argument {name!r}")
-            values[name] = value
-        if len(values) < len(cls._fields):
-            for name in cls._fields:
-                if name not in values:
-                    spec = cls._specs[name]
-                    if spec.factory is not None:
-                        values[name] = spec.factory()
-                    elif spec.default is _MISSING:
-                        raise TypeError(f"{cls.__name__}() missing required argument {name!r}")
-                    else:
-                        values[name] = spec.default
-        object.__setattr__(self, "__dict__", {name: values[name] for name in cls._fields})
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:
-            post_init()
+        fields = cls._fields
+        values = dict(cls._template)  # in field order: updates keep it
+        if args:
+            if len(args) > len(fields):
+                raise TypeError(f"{cls.__name__}() takes {len(fields)} arguments but {len(args)} were given")
+            values.update(zip(fields, args))
+        if kwargs:
+            positional = fields[:len(args)]
+            if kwargs.keys() - values.keys() or not kwargs.keys().isdisjoint(positional):
+                wrong = next(n for n in kwargs if n not in values or n in positional)
+                raise TypeError(f"{cls.__name__}() got an unexpected or repeated argument {wrong!r}")
+            values.update(kwargs)
+        for name, factory in cls._unset:
+            if values[name] is _MISSING:
+                if factory is None:
+                    raise TypeError(f"{cls.__name__}() missing required argument {name!r}")
+                values[name] = factory()
+        object.__setattr__(self, "__dict__", values)
+        if cls._post_init is not None:
+            cls._post_init(self)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r} (use record.replace)")

@@ -943,22 +943,24 @@ def _zip_flavour(names: Iterable[str], dirs: Iterable[str] = ()) -> str:
     listed one by one (each holds at least one member)."""
     names = list(names)
     dirs = list(dirs)
-    nameset = set(names)
+
     # prefixes ("" or "dir/") holding a data.pkl / constants.pkl
     def prefixes(leaf: str) -> set[str]:
-        return {n[: len(n) - len(leaf)] for n in names
-                if n == leaf or n.endswith("/" + leaf)}
+        return {n[: len(n) - len(leaf)] for n in names if n.endswith(leaf) and (n == leaf or n.endswith("/" + leaf))}
 
-    paths = names + dirs
     if prefixes("constants.pkl"):
         return "torchscript"
-    if any(n.startswith(p + "code/") for p in prefixes("data.pkl") for n in paths):
-        return "torchscript"
-    for p in prefixes("data.pkl"):
-        if (p + "byteorder" in nameset or p + "version" in nameset
-                or p + ".data/version" in nameset
-                or any(n.startswith(p + "data/") for n in paths)):
-            return "pytorch"
+    nameset = set(names)
+    data = prefixes("data.pkl")
+    if data:
+        paths = names + dirs
+        code = tuple(p + "code/" for p in data)
+        if any(n.startswith(code) for n in paths):
+            return "torchscript"
+        for p in data:
+            if (p + "byteorder" in nameset or p + "version" in nameset or p + ".data/version" in nameset
+                    or any(n.startswith(p + "data/") for n in paths)):
+                return "pytorch"
     if "config.json" in nameset and "metadata.json" in nameset:
         return "keras"
     if names and not dirs and all(n.endswith(".npy") for n in names):
