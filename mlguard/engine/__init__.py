@@ -292,9 +292,11 @@ class PickleLimits(Record):
     max_string: int = 1024
     """Characters kept of a string operand; longer module/name are cut and marked ``truncated``
     (this does not stop the analysis)."""
-    max_facts: int = 1_000_000
+    max_facts: int = 100_000
     """Facts recorded (globals + calls + ext + persistent ids + frame violations + raw spans):
-    bounds the result's memory. With ``compact=True`` a group of calls or persistent ids counts once."""
+    bounds the result's memory (~530 bytes a fact as Python dicts, so ~53 MB). With ``compact=True`` a
+    group of calls or persistent ids counts once. Ordinary files stay far below: a joblib file makes one
+    fact per array, a pickle one per distinct import."""
 
     def __post_init__(self) -> None:
         _check_counts(self)

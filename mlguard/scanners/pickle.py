@@ -150,11 +150,15 @@ class PickleScanner:
                            "Memo values kept per pickle, 8 bytes each while scanning (a 32 MB pickle of a list "
                            "of small dicts memoizes 1.9 M); past it only globals are kept and "
                            "the analysis goes on."),
+        "max_facts": Option("int", engine.DEFAULT_PICKLE_LIMITS.max_facts,
+                            "Facts kept per file (distinct imports, call groups, joblib arrays, ...; ~530 bytes "
+                            "each); past it the rest is reported (pickle-limit-exceeded)."),
     }
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
-        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=opts["max_memo"])
+        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=opts["max_memo"],
+                                     max_facts=opts["max_facts"])
         views = [self._facts(artifact, limits, follow_joblib=True)]
         if views[0]["raw_spans"]:
             # joblib.load skips the array bytes; pickle.load would run them as opcodes: check both readings
@@ -276,9 +280,9 @@ class PickleScanner:
                               f"{len(top_level)} pickles back to back; all were analysed",
                               offset=top_level[1]["start"], evidence={"pickles": len(top_level)})
         if facts["limit"]:
-            # of the kernel's limits only the opcode budget is a user option
-            hint = (" (for a large file you trust, raise `pickle.max_opcodes` in .ml-guard.yml)"
-                    if facts["limit"] == "opcodes" else "")
+            # of the kernel's limits the opcode and fact budgets are user options
+            hint = (f" (for a large file you trust, raise `pickle.max_{facts['limit']}` in .ml-guard.yml)"
+                    if facts["limit"] in ("opcodes", "facts") else "")
             yield ctx.finding(artifact, "pickle-limit-exceeded",
                               f"analysis stopped at the {facts['limit']} limit; the rest was not checked{hint}",
                               evidence={"limit": facts["limit"]})

@@ -224,7 +224,7 @@ pub struct Limits {
     /// Characters kept of a string operand (longer module/name are cut, `truncated` set).
     pub max_string: u64,
     /// Facts recorded (globals + calls + ext + persistent ids + frame violations + raw
-    /// spans): bounds the output's size.
+    /// spans): bounds the output's size (in Python ~530 bytes a fact).
     pub max_facts: u64,
 }
 
@@ -236,7 +236,7 @@ impl Default for Limits {
             max_stack: 1_000_000,
             max_pickles: 64,
             max_string: 1024,
-            max_facts: 1_000_000,
+            max_facts: 100_000,
         }
     }
 }
