@@ -38,6 +38,7 @@ Order of decision (first match wins):
 from __future__ import annotations
 
 import enum
+import functools
 import io
 import json
 import lzma
@@ -793,19 +794,25 @@ def _kernel_listing(ctx: _Ctx):
     local headers of the members it lists (a few pages for a checkpoint) so that the archive
     scanner can reuse its facts instead of parsing the file again."""
     try:
-        from .engine import ZipLimits, zip_facts
+        from .engine import zip_facts
+        limits = _zip_limits()
     except Exception:
         return None
     with _whole_buffer(ctx.f) as buf:
         if buf is None or len(buf) != ctx.size:
             return None
-        kwargs = dict(limits=ZipLimits(max_members=MAX_ZIP_ENTRIES), skim_dir=ZIP_SKIM_DIR,
-                      skim_min=ZIP_SKIM_MIN)
+        kwargs = dict(limits=limits, skim_dir=ZIP_SKIM_DIR, skim_min=ZIP_SKIM_MIN)
         try:
             facts = zip_facts(buf, **kwargs)
         except (ImportError, ValueError):  # MLGUARD_ENGINE names a missing engine: the reference
             facts = zip_facts(buf, engine="python", **kwargs)
     return (*_listing_from_facts(facts), facts)
+
+
+@functools.cache
+def _zip_limits():
+    from .engine import ZipLimits
+    return ZipLimits(max_members=MAX_ZIP_ENTRIES)
 
 
 def _listing_from_facts(facts: dict):
@@ -943,15 +950,14 @@ def _zip_flavour(names: Iterable[str], dirs: Iterable[str] = ()) -> str:
     listed one by one (each holds at least one member)."""
     names = list(names)
     dirs = list(dirs)
-
-    # prefixes ("" or "dir/") holding a data.pkl / constants.pkl
-    def prefixes(leaf: str) -> set[str]:
-        return {n[: len(n) - len(leaf)] for n in names if n.endswith(leaf) and (n == leaf or n.endswith("/" + leaf))}
-
-    if prefixes("constants.pkl"):
-        return "torchscript"
+    data = set()  # prefixes ("" or "dir/") holding a data.pkl
+    for n in names:
+        if n.endswith(".pkl"):
+            if n == "constants.pkl" or n.endswith("/constants.pkl"):
+                return "torchscript"
+            if n == "data.pkl" or n.endswith("/data.pkl"):
+                data.add(n[:-len("data.pkl")])
     nameset = set(names)
-    data = prefixes("data.pkl")
     if data:
         paths = names + dirs
         code = tuple(p + "code/" for p in data)

@@ -157,8 +157,7 @@ class PickleScanner:
 
     def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterator[Finding | None]:
         opts = ctx.options(self)
-        limits = engine.PickleLimits(max_opcodes=opts["max_opcodes"], max_memo=opts["max_memo"],
-                                     max_facts=opts["max_facts"])
+        limits = _limits(opts["max_opcodes"], opts["max_memo"], opts["max_facts"])
         views = [self._facts(artifact, limits, follow_joblib=True)]
         if views[0]["raw_spans"]:
             # joblib.load skips the array bytes; pickle.load would run them as opcodes: check both readings
@@ -286,6 +285,11 @@ class PickleScanner:
             yield ctx.finding(artifact, "pickle-limit-exceeded",
                               f"analysis stopped at the {facts['limit']} limit; the rest was not checked{hint}",
                               evidence={"limit": facts["limit"]})
+
+
+@functools.lru_cache(maxsize=16)
+def _limits(max_opcodes: int, max_memo: int, max_facts: int) -> engine.PickleLimits:
+    return engine.PickleLimits(max_opcodes=max_opcodes, max_memo=max_memo, max_facts=max_facts)
 
 
 def _grouped_arguments(facts: dict) -> bool:
