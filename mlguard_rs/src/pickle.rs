@@ -2733,36 +2733,6 @@ impl<'a> Machine<'a> {
     fn exec(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<Flow> {
         use op::*;
         match code {
-            PROTO => {
-                let p = self.u8()?;
-                if p > HIGHEST_PROTOCOL {
-                    return err(ErrorCode::UnsupportedProtocol);
-                }
-                self.proto = p;
-                if self.first_proto.is_none() {
-                    self.first_proto = Some(p);
-                }
-            }
-            FRAME => {
-                let len = self.u64()?;
-                if len > i64::MAX as u64 {
-                    return err(ErrorCode::BadArgument);
-                }
-                let p = self.pos;
-                if self.in_frame && p < self.frame_end {
-                    self.violation(at, FrameViolationKind::FrameInFrame);
-                }
-                let end = p.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-                if end > self.n {
-                    self.violation(at, FrameViolationKind::FrameBeyondData);
-                }
-                let fp = self.file_pos().max(end.min(self.n));
-                self.in_frame = true;
-                self.frame_at = at;
-                self.frame_end = end;
-                self.ffp = fp;
-                self.avail = end.min(self.n);
-            }
             STOP => {
                 self.pop()?;
                 if self.file_pos() > self.pos {
@@ -2778,14 +2748,6 @@ impl<'a> Machine<'a> {
                     return err(ErrorCode::StackUnderflow);
                 }
             }
-            POP_MARK => {
-                let m = self.pop_mark()?;
-                self.stack.truncate(m);
-            }
-            DUP => {
-                let v = *self.top()?;
-                self.stack.push(v);
-            }
 
             // -- numbers and other untracked values ------------------------------------
             NONE => self.stack.push(Val::None),
@@ -2797,17 +2759,6 @@ impl<'a> Machine<'a> {
                 self.stack.push(d);
             }
             EMPTY_LIST | EMPTY_SET | NEXT_BUFFER => self.stack.push(Val::Other),
-            INT | LONG => {
-                let l = self.line(ctx)?;
-                self.push_int_line(l, code == LONG)?;
-            }
-            FLOAT => {
-                let l = self.line(ctx)?;
-                if !lenient_number(l, true) {
-                    return err(ErrorCode::BadArgument);
-                }
-                self.stack.push(Val::Other);
-            }
             BININT => {
                 let v = self.i32()?;
                 self.stack.push(Val::Int(v as i64));
@@ -2824,22 +2775,6 @@ impl<'a> Machine<'a> {
                 self.take(8)?;
                 self.stack.push(Val::Other);
             }
-            LONG1 | LONG4 => {
-                let n: u64 = if code == LONG1 {
-                    self.u8()? as u64
-                } else {
-                    let n = self.i32()?;
-                    if n < 0 {
-                        return err(ErrorCode::NegativeLength);
-                    }
-                    n as u64
-                };
-                let b = self.take(n)?;
-                self.stack.push(match decode_long_le(b) {
-                    Some(i) => Val::Int(i),
-                    None => Val::Other,
-                });
-            }
             SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
                 let n = match code {
                     SHORT_BINBYTES => self.u8()? as u64,
@@ -2855,55 +2790,8 @@ impl<'a> Machine<'a> {
                 let off = self.offset_of(b);
                 self.stack.push(Val::span(kind, off, b.len()));
             }
-            // The top becomes a read-only view of itself, or stays as it is: keep its symbol.
-            READONLY_BUFFER => {
-                self.need(1)?;
-            }
 
             // -- strings ---------------------------------------------------------------
-            STRING => {
-                let l = self.line(ctx)?;
-                let n = l.len();
-                if n < 2 || l[0] != l[n - 1] || (l[0] != b'\'' && l[0] != b'"') {
-                    return err(ErrorCode::BadArgument);
-                }
-                let body = &l[1..n - 1];
-                let off = self.offset_of(body);
-                let kind = match escape_scan(ctx, body, off) {
-                    Some(true) => SKind::EscapedUtf8,
-                    Some(false) => SKind::EscapedLatin1,
-                    None => return err(ErrorCode::BadArgument),
-                };
-                self.stack.push(Val::span(kind, off, body.len()));
-            }
-            BINSTRING | SHORT_BINSTRING => {
-                let n = if code == BINSTRING {
-                    let n = self.i32()?;
-                    if n < 0 {
-                        return err(ErrorCode::NegativeLength);
-                    }
-                    n as u64
-                } else {
-                    self.u8()? as u64
-                };
-                let raw = self.take(n)?;
-                let off = self.offset_of(raw);
-                let kind = if check_utf8(ctx, raw, off, false) {
-                    SKind::LegacyUtf8
-                } else {
-                    SKind::LegacyLatin1
-                };
-                self.stack.push(Val::span(kind, off, raw.len()));
-            }
-            UNICODE => {
-                let l = self.line(ctx)?;
-                let off = self.offset_of(l);
-                if !raw_unicode_escape_scan(ctx, l, off) {
-                    return err(ErrorCode::BadArgument);
-                }
-                self.stack
-                    .push(Val::span(SKind::RawUnicodeEscape, off, l.len()));
-            }
             SHORT_BINUNICODE | BINUNICODE | BINUNICODE8 => {
                 let n = match code {
                     SHORT_BINUNICODE => self.u8()? as u64,
@@ -2937,29 +2825,6 @@ impl<'a> Machine<'a> {
                 let t = self.tuples.make(&self.stack[m..]);
                 self.stack.truncate(m);
                 self.stack.push(t);
-            }
-            LIST | FROZENSET => {
-                let m = self.pop_mark()?;
-                self.stack.truncate(m);
-                self.stack.push(Val::Other);
-            }
-            DICT => {
-                let m = self.pop_mark()?;
-                if !(self.stack.len() - m).is_multiple_of(2) {
-                    return err(ErrorCode::BadArgument);
-                }
-                let d = self.new_dict();
-                if let Val::Dict(id) = d {
-                    track_pairs(
-                        self.data,
-                        &mut self.dicts,
-                        &mut self.dict_overflow,
-                        id,
-                        &self.stack[m..],
-                    );
-                }
-                self.stack.truncate(m);
-                self.stack.push(d);
             }
             // Filling a container calls its append/extend/__setitem__/add: recorded as a call
             // when the container is an imported global (e.g. `os.environ[...] = ...`).
@@ -3028,15 +2893,6 @@ impl<'a> Machine<'a> {
             }
 
             // -- memo ------------------------------------------------------------------
-            PUT => {
-                let l = self.line(ctx)?;
-                self.need(1)?;
-                let key = match parse_memo_key(l) {
-                    MemoKey::Key(k) => k,
-                    MemoKey::Negative | MemoKey::Invalid => return err(ErrorCode::BadArgument),
-                };
-                self.memo_put(key)?;
-            }
             BINPUT => {
                 let k = self.u8()?;
                 self.memo_put(k as u64)?;
@@ -3049,14 +2905,6 @@ impl<'a> Machine<'a> {
                 let k = self.memo.len() as u64;
                 self.memo_put(k)?;
             }
-            GET => {
-                let l = self.line(ctx)?;
-                match parse_memo_key(l) {
-                    MemoKey::Key(k) => self.memo_get(k)?,
-                    MemoKey::Negative => return err(ErrorCode::MemoMissing),
-                    MemoKey::Invalid => return err(ErrorCode::BadArgument),
-                }
-            }
             BINGET => {
                 let k = self.u8()?;
                 self.memo_get(k as u64)?;
@@ -3066,7 +2914,221 @@ impl<'a> Machine<'a> {
                 self.memo_get(k as u64)?;
             }
 
-            // -- imports ---------------------------------------------------------------
+            // -- calls -----------------------------------------------------------------
+            REDUCE => {
+                self.need(2)?;
+                let args = self.stack.pop().unwrap_or(Val::Other);
+                let callable = self.stack.last().copied().unwrap_or(Val::Other);
+                let target = match callable {
+                    Val::Global(g) => g,
+                    _ => NO_GLOBAL,
+                };
+                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
+                let obj = self.instantiate(ctx, How::Call, callable, ArgSrc::Tuple(args))?;
+                self.set_top(Val::Result { target, obj })?;
+            }
+            BUILD => {
+                self.need(2)?;
+                let state = self.stack.pop().unwrap_or(Val::Other);
+                let target = match self.stack.last() {
+                    Some(Val::Global(g)) => *g,
+                    Some(Val::Result { target, .. }) => *target,
+                    _ => NO_GLOBAL,
+                };
+                self.add_call(ctx, at, code, Some(target), |_| {
+                    arg_facts(std::slice::from_ref(&state), 0)
+                });
+                if self.joblib {
+                    self.joblib_build(ctx, at, &state)?;
+                }
+            }
+            NEWOBJ | NEWOBJ_EX => {
+                let n = if code == NEWOBJ { 2 } else { 3 };
+                self.need(n)?;
+                if code == NEWOBJ_EX {
+                    self.stack.pop();
+                }
+                let args = self.stack.pop().unwrap_or(Val::Other);
+                let cls = self.stack.last().copied().unwrap_or(Val::Other);
+                let target = match cls {
+                    Val::Global(g) => g,
+                    _ => NO_GLOBAL,
+                };
+                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
+                let how = if code == NEWOBJ { How::New } else { How::NewEx };
+                let obj = self.instantiate(ctx, how, cls, ArgSrc::Tuple(args))?;
+                self.set_top(Val::Result { target, obj })?;
+            }
+
+            // -- persistent ids --------------------------------------------------------
+            BINPERSID => {
+                self.pop()?;
+                self.add_persistent_id(ctx, at, code);
+                self.stack.push(Val::Unknown);
+            }
+            _ => return self.exec_rare(code, at, ctx),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The opcodes ordinary model files use rarely (text forms, frames, extension codes, ...),
+    /// out of [`Machine::exec`] so that its hot loop stays small.
+    #[inline(never)]
+    fn exec_rare(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<Flow> {
+        use op::*;
+        match code {
+            PROTO => {
+                let p = self.u8()?;
+                if p > HIGHEST_PROTOCOL {
+                    return err(ErrorCode::UnsupportedProtocol);
+                }
+                self.proto = p;
+                if self.first_proto.is_none() {
+                    self.first_proto = Some(p);
+                }
+            }
+            FRAME => {
+                let len = self.u64()?;
+                if len > i64::MAX as u64 {
+                    return err(ErrorCode::BadArgument);
+                }
+                let p = self.pos;
+                if self.in_frame && p < self.frame_end {
+                    self.violation(at, FrameViolationKind::FrameInFrame);
+                }
+                let end = p.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                if end > self.n {
+                    self.violation(at, FrameViolationKind::FrameBeyondData);
+                }
+                let fp = self.file_pos().max(end.min(self.n));
+                self.in_frame = true;
+                self.frame_at = at;
+                self.frame_end = end;
+                self.ffp = fp;
+                self.avail = end.min(self.n);
+            }
+            POP_MARK => {
+                let m = self.pop_mark()?;
+                self.stack.truncate(m);
+            }
+            DUP => {
+                let v = *self.top()?;
+                self.stack.push(v);
+            }
+            INT | LONG => {
+                let l = self.line(ctx)?;
+                self.push_int_line(l, code == LONG)?;
+            }
+            FLOAT => {
+                let l = self.line(ctx)?;
+                if !lenient_number(l, true) {
+                    return err(ErrorCode::BadArgument);
+                }
+                self.stack.push(Val::Other);
+            }
+            LONG1 | LONG4 => {
+                let n: u64 = if code == LONG1 {
+                    self.u8()? as u64
+                } else {
+                    let n = self.i32()?;
+                    if n < 0 {
+                        return err(ErrorCode::NegativeLength);
+                    }
+                    n as u64
+                };
+                let b = self.take(n)?;
+                self.stack.push(match decode_long_le(b) {
+                    Some(i) => Val::Int(i),
+                    None => Val::Other,
+                });
+            }
+            // The top becomes a read-only view of itself, or stays as it is: keep its symbol.
+            READONLY_BUFFER => {
+                self.need(1)?;
+            }
+            STRING => {
+                let l = self.line(ctx)?;
+                let n = l.len();
+                if n < 2 || l[0] != l[n - 1] || (l[0] != b'\'' && l[0] != b'"') {
+                    return err(ErrorCode::BadArgument);
+                }
+                let body = &l[1..n - 1];
+                let off = self.offset_of(body);
+                let kind = match escape_scan(ctx, body, off) {
+                    Some(true) => SKind::EscapedUtf8,
+                    Some(false) => SKind::EscapedLatin1,
+                    None => return err(ErrorCode::BadArgument),
+                };
+                self.stack.push(Val::span(kind, off, body.len()));
+            }
+            BINSTRING | SHORT_BINSTRING => {
+                let n = if code == BINSTRING {
+                    let n = self.i32()?;
+                    if n < 0 {
+                        return err(ErrorCode::NegativeLength);
+                    }
+                    n as u64
+                } else {
+                    self.u8()? as u64
+                };
+                let raw = self.take(n)?;
+                let off = self.offset_of(raw);
+                let kind = if check_utf8(ctx, raw, off, false) {
+                    SKind::LegacyUtf8
+                } else {
+                    SKind::LegacyLatin1
+                };
+                self.stack.push(Val::span(kind, off, raw.len()));
+            }
+            UNICODE => {
+                let l = self.line(ctx)?;
+                let off = self.offset_of(l);
+                if !raw_unicode_escape_scan(ctx, l, off) {
+                    return err(ErrorCode::BadArgument);
+                }
+                self.stack
+                    .push(Val::span(SKind::RawUnicodeEscape, off, l.len()));
+            }
+            LIST | FROZENSET => {
+                let m = self.pop_mark()?;
+                self.stack.truncate(m);
+                self.stack.push(Val::Other);
+            }
+            DICT => {
+                let m = self.pop_mark()?;
+                if !(self.stack.len() - m).is_multiple_of(2) {
+                    return err(ErrorCode::BadArgument);
+                }
+                let d = self.new_dict();
+                if let Val::Dict(id) = d {
+                    track_pairs(
+                        self.data,
+                        &mut self.dicts,
+                        &mut self.dict_overflow,
+                        id,
+                        &self.stack[m..],
+                    );
+                }
+                self.stack.truncate(m);
+                self.stack.push(d);
+            }
+            PUT => {
+                let l = self.line(ctx)?;
+                self.need(1)?;
+                let key = match parse_memo_key(l) {
+                    MemoKey::Key(k) => k,
+                    MemoKey::Negative | MemoKey::Invalid => return err(ErrorCode::BadArgument),
+                };
+                self.memo_put(key)?;
+            }
+            GET => {
+                let l = self.line(ctx)?;
+                match parse_memo_key(l) {
+                    MemoKey::Key(k) => self.memo_get(k)?,
+                    MemoKey::Negative => return err(ErrorCode::MemoMissing),
+                    MemoKey::Invalid => return err(ErrorCode::BadArgument),
+                }
+            }
             GLOBAL | INST => {
                 let ascii_only = code == INST;
                 let max = ctx.max_string;
@@ -3139,52 +3201,6 @@ impl<'a> Machine<'a> {
                 self.check_facts = true;
                 self.stack.push(Val::Unknown);
             }
-
-            // -- calls -----------------------------------------------------------------
-            REDUCE => {
-                self.need(2)?;
-                let args = self.stack.pop().unwrap_or(Val::Other);
-                let callable = self.stack.last().copied().unwrap_or(Val::Other);
-                let target = match callable {
-                    Val::Global(g) => g,
-                    _ => NO_GLOBAL,
-                };
-                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
-                let obj = self.instantiate(ctx, How::Call, callable, ArgSrc::Tuple(args))?;
-                self.set_top(Val::Result { target, obj })?;
-            }
-            BUILD => {
-                self.need(2)?;
-                let state = self.stack.pop().unwrap_or(Val::Other);
-                let target = match self.stack.last() {
-                    Some(Val::Global(g)) => *g,
-                    Some(Val::Result { target, .. }) => *target,
-                    _ => NO_GLOBAL,
-                };
-                self.add_call(ctx, at, code, Some(target), |_| {
-                    arg_facts(std::slice::from_ref(&state), 0)
-                });
-                if self.joblib {
-                    self.joblib_build(ctx, at, &state)?;
-                }
-            }
-            NEWOBJ | NEWOBJ_EX => {
-                let n = if code == NEWOBJ { 2 } else { 3 };
-                self.need(n)?;
-                if code == NEWOBJ_EX {
-                    self.stack.pop();
-                }
-                let args = self.stack.pop().unwrap_or(Val::Other);
-                let cls = self.stack.last().copied().unwrap_or(Val::Other);
-                let target = match cls {
-                    Val::Global(g) => g,
-                    _ => NO_GLOBAL,
-                };
-                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
-                let how = if code == NEWOBJ { How::New } else { How::NewEx };
-                let obj = self.instantiate(ctx, how, cls, ArgSrc::Tuple(args))?;
-                self.set_top(Val::Result { target, obj })?;
-            }
             OBJ => {
                 let m = self.pop_mark()?;
                 if self.stack.len() == m {
@@ -3204,18 +3220,11 @@ impl<'a> Machine<'a> {
                 self.stack.truncate(m);
                 self.stack.push(Val::Result { target, obj });
             }
-
-            // -- persistent ids --------------------------------------------------------
             PERSID => {
                 let l = self.line(ctx)?;
                 if !l.is_ascii() {
                     return err(ErrorCode::BadArgument);
                 }
-                self.add_persistent_id(ctx, at, code);
-                self.stack.push(Val::Unknown);
-            }
-            BINPERSID => {
-                self.pop()?;
                 self.add_persistent_id(ctx, at, code);
                 self.stack.push(Val::Unknown);
             }
