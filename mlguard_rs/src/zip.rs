@@ -295,10 +295,27 @@ struct Entry {
     crc: u32,
     flags: u16,
     method: u16,
-    errors: Vec<&'static str>,
-    duplicate: Option<&'static str>,
+    /// Directory errors (rare: boxed, so that an entry stays small).
+    errors: Option<Box<[&'static str]>>,
+    /// "exact" / "case" duplicate, as [`Member::duplicate`] has it.
+    duplicate: Option<Duplicate>,
     overlap: bool,
     skimmed: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Duplicate {
+    Exact,
+    Case,
+}
+
+impl Duplicate {
+    fn name(self) -> &'static str {
+        match self {
+            Duplicate::Exact => "exact",
+            Duplicate::Case => "case",
+        }
+    }
 }
 
 impl Entry {
@@ -642,7 +659,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                         crc: u32_at(d, p + 16),
                         flags,
                         method: u16_at(d, p + 10),
-                        errors: merrs,
+                        errors: (!merrs.is_empty()).then(|| merrs.into_boxed_slice()),
                         duplicate: None,
                         overlap: false,
                         skimmed: false,
@@ -669,9 +686,9 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     }
     for (i, e) in entries.iter_mut().enumerate() {
         if exact.duplicated(i) {
-            e.duplicate = Some("exact");
+            e.duplicate = Some(Duplicate::Exact);
         } else if any_upper && folded.duplicated(i) {
-            e.duplicate = Some("case");
+            e.duplicate = Some(Duplicate::Case);
         }
     }
 
@@ -736,7 +753,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                     && e.flags & !(FLAG_DESCRIPTOR | FLAG_UTF8) == 0
                     && e.csize == e.usize_
                     && e.duplicate.is_none()
-                    && e.errors.is_empty()
+                    && e.errors.is_none()
                     && !e.overlap
                     && e.offset >= 0
                     && e.offset + 30 + e.csize as i128 <= bound
@@ -774,8 +791,8 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
         m.crc32 = e.crc;
         m.compressed_size = e.csize;
         m.uncompressed_size = e.usize_;
-        m.errors = e.errors.clone();
-        m.duplicate = e.duplicate;
+        m.errors = e.errors.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+        m.duplicate = e.duplicate.map(Duplicate::name);
         m.overlap = e.overlap;
         if opts.local_headers {
             read_local(d, bound, &mut m, true);
