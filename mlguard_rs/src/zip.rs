@@ -456,7 +456,6 @@ struct Scratch {
     folded: Names,
     order: Vec<u32>,
     member_of: Vec<u32>,
-    spans: Vec<(i128, u32, i128, u32)>,
 }
 
 /// Largest buffer (bytes of capacity) a thread keeps for the next analysis.
@@ -483,7 +482,6 @@ impl Scratch {
         keep(&mut self.entries);
         keep(&mut self.order);
         keep(&mut self.member_of);
-        keep(&mut self.spans);
         for names in [&mut self.exact, &mut self.folded] {
             names.clear();
             if names.table.capacity().saturating_mul(16) > SCRATCH_KEEP {
@@ -804,21 +802,20 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
     // ---- gaps: bytes before the directory that no member accounts for; local headers found there
     let mut gaps: Vec<Gap> = Vec::new();
     if opts.local_headers {
-        // (start, entry, end, member index or u32::MAX when skimmed)
-        let mut spans = std::mem::take(&mut scratch.spans);
-        for &i in &order {
-            let e = &entries[i as usize];
-            let mi = member_of[i as usize];
-            if e.skimmed {
-                spans.push((e.offset, i, e.offset + 30 + e.csize as i128, u32::MAX));
-            } else if let Some(end) = members[mi as usize].span_end {
-                spans.push((e.offset, i, end, mi));
-            }
-        }
-        // `order` is sorted by (offset, index) already
+        // the spans of the members and the skimmed entries, by (offset, index) as `order` is
         let mut reach: i128 = 0;
         let mut owner: Option<u32> = None; // member index of the span reaching furthest (MAX: skimmed)
-        for &(start, _, end, mi) in &spans {
+        for &i in &order {
+            let e = &entries[i as usize];
+            let (start, mi) = (e.offset, member_of[i as usize]);
+            let end = if e.skimmed {
+                e.offset + 30 + e.csize as i128
+            } else {
+                match members[mi as usize].span_end {
+                    Some(end) => end,
+                    None => continue,
+                }
+            };
             if start > reach {
                 let slack = owner == Some(u32::MAX) && start - reach <= SKIM_SLACK;
                 if !slack {
@@ -841,7 +838,6 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                 gaps.push(Gap { offset: reach as u64, length: (bound - reach) as u64 });
             }
         }
-        scratch.spans = spans;
         let mut index = n as u64;
         let mut orphans = 0u64;
         for gap in &gaps {
