@@ -711,12 +711,29 @@ def _find_eocd(ctx: _Ctx):
     return ctx.eocd_cache[0]
 
 
+def _rfind_eocd(tail: bytes, end: int) -> int:
+    """``tail.rfind(_ZIP_EOCD, 0, end)``, sooner: bytes.rfind of a 4-byte needle runs at ~2 GB/s (30 µs on
+    a 64 KiB tail without one, every pickle's case), memrchr of its rare third byte at memory speed. Past 32
+    false candidates, the plain search takes over."""
+    if end < len(_ZIP_EOCD):
+        return -1
+    hi = end - 1  # a candidate third byte at i < hi ends a signature by i + 2 <= end
+    for _ in range(32):
+        i = tail.rfind(b"\x05", 2, hi)
+        if i < 0:
+            return -1
+        if tail[i - 2:i + 2] == _ZIP_EOCD:
+            return i - 2
+        hi = i
+    return tail.rfind(_ZIP_EOCD, 0, hi + 1)
+
+
 def _find_eocd_uncached(ctx: _Ctx):
     tail = ctx.tail
     base = ctx.tail_start
     pos = len(tail)
     for _ in range(32):
-        pos = tail.rfind(_ZIP_EOCD, 0, pos)
+        pos = _rfind_eocd(tail, pos)
         if pos < 0:
             return None
         if len(tail) - pos < 22:
@@ -1026,7 +1043,7 @@ def _embedded_zip(ctx: _Ctx) -> Embedded | None:
 def _eocd_offset(ctx: _Ctx) -> int:
     """Offset of the last end-record signature in the tail (the one readers use)."""
     tail = ctx.tail
-    pos = tail.rfind(_ZIP_EOCD, 0, max(0, len(tail) - 18))
+    pos = _rfind_eocd(tail, max(0, len(tail) - 18))
     return ctx.tail_start + pos if pos >= 0 else -1
 
 

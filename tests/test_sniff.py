@@ -14,6 +14,7 @@ from collections import OrderedDict
 import pytest
 
 from mlguard.sniff import (
+    _ZIP_EOCD,
     HEAD_SIZE,
     Embedded,
     Format,
@@ -22,6 +23,7 @@ from mlguard.sniff import (
     sniff_bytes,
     sniff_file,
     sniff_stream,
+    _rfind_eocd,
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -699,3 +701,17 @@ def test_deeply_nested_yaml_does_not_crash_the_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip() in ("yaml", "text")
+
+
+def test_the_end_record_search_finds_what_bytes_rfind_finds():
+    """The end-record search (memrchr of the signature's rare third byte, then a plain search past 32 false
+    candidates) answers exactly as ``bytes.rfind``: short and long runs of false candidates, every end."""
+    rng = random.Random(7)
+    pieces = [b"P", b"K", b"\x05", b"\x06", b"x", _ZIP_EOCD, b"\x05\x05"]
+    for _ in range(20_000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(40)))
+        end = rng.randrange(len(data) + 3)
+        assert _rfind_eocd(data, end) == data.rfind(_ZIP_EOCD, 0, end), (data, end)
+    data = b"\x05" * 1000 + _ZIP_EOCD + b"\x05" * 100
+    for end in range(len(data) + 1):
+        assert _rfind_eocd(data, end) == data.rfind(_ZIP_EOCD, 0, end)
