@@ -1973,10 +1973,11 @@ impl<'a> Machine<'a> {
             debug_assert!(at < self.avail && self.avail <= self.data.len());
             // SAFETY: at < avail <= data.len() (checked just above; see `avail`).
             let code = unsafe { *self.data.get_unchecked(at) };
-            if !VALID[code as usize] {
-                return (Status::Error, Some(ErrorCode::InvalidOpcode), Some(at));
-            }
             if self.ops >= self.next_check {
+                if !VALID[code as usize] {
+                    // (an invalid byte is reported before the budget; elsewhere exec_rare finds it)
+                    return (Status::Error, Some(ErrorCode::InvalidOpcode), Some(at));
+                }
                 // Every CHECK_EVERY opcodes (and after a nested pickle): the opcode budget,
                 // shared by all pickles, and the progress hook.
                 let total = self.total_base + self.ops;
@@ -3228,7 +3229,12 @@ impl<'a> Machine<'a> {
                 self.add_persistent_id(ctx, at, code);
                 self.stack.push(Val::Unknown);
             }
-            _ => return err(ErrorCode::InvalidOpcode),
+            _ => {
+                // not an opcode: not executed, so not counted (the loop counted it before `exec`)
+                self.ops -= 1;
+                ctx.facts.opcode_counts[code as usize] -= 1;
+                return err(ErrorCode::InvalidOpcode);
+            }
         }
         Ok(Flow::Continue)
     }
