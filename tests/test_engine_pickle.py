@@ -1836,6 +1836,17 @@ def test_compact_random_joblib_programs(data, follow):
     compact_facts(data, max_pickles=2, max_facts=6)
 
 
+def test_a_frame_violation_at_stop_counts_toward_the_fact_limit_of_the_next_pickle():
+    """Found by the property test below: a STOP past its frame records a violation after the last check of its
+    pickle, so the next pickle must check the fact limit at its first opcode (as the reference checks after
+    every opcode)."""
+    data = b"\x80\x04cos\nsystem\n\x95\x05\x00\x00\x00\x00\x00\x00\x00.(."
+    f = facts(data, max_facts=2)
+    assert f["limit"] == "facts"
+    assert [(p["status"], p["opcodes"]) for p in f["pickles"]] == [("stop", 4), ("limit", 1)]
+    assert facts(data)["limit"] is None
+
+
 @FAST
 @given(st.lists(st.sampled_from(FRAME_SNIPPETS), max_size=40).map(b"".join))
 def test_compact_random_framed_programs(data):

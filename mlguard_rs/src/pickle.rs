@@ -1853,7 +1853,8 @@ struct Machine<'a> {
     /// `limits.max_stack` / `max_memo` as usize (saturated).
     max_stack: usize,
     max_memo: usize,
-    /// Facts were recorded by the current opcode: check `max_facts` after it.
+    /// Facts were recorded by the current opcode: check `max_facts` after it. Set at the start,
+    /// too: the STOP of the pickle before may have recorded a frame violation unchecked.
     check_facts: bool,
     /// Compact mode: index in `facts.calls` of this pickle's group of argument-less calls
     /// whose target is not a global, per call opcode (NO_GROUP if none yet).
@@ -1919,7 +1920,7 @@ impl<'a> Machine<'a> {
             objs: Vec::new(),
             max_stack: usize::try_from(limits.max_stack).unwrap_or(usize::MAX),
             max_memo: usize::try_from(limits.max_memo).unwrap_or(usize::MAX),
-            check_facts: false,
+            check_facts: true,
             untargeted_groups: [NO_GROUP; CALL_SLOTS],
             persid_groups: [NO_GROUP; 2],
             global_groups: HashMap::new(),
@@ -2400,7 +2401,9 @@ impl<'a> Machine<'a> {
     }
 
     /// The tracked object a call creates (joblib mode): wrappers, dtypes, or MAYBE_OBJ when
-    /// an unknown callable might have produced a wrapper.
+    /// an unknown callable might have produced a wrapper. The usual answer (an untracked
+    /// callable: none) is given here, in the loop; the tracked kinds in `instantiate_kind`.
+    #[inline(always)]
     fn instantiate(&mut self, ctx: &Ctx, how: How, callee: Val, src: ArgSrc) -> Step<u32> {
         if !self.joblib {
             return Ok(NO_OBJ);
@@ -2414,6 +2417,11 @@ impl<'a> Machine<'a> {
         if matches!(kind, GKind::Other | GKind::Object) {
             return Ok(NO_OBJ);
         }
+        self.instantiate_kind(ctx, how, kind, src)
+    }
+
+    #[inline(never)]
+    fn instantiate_kind(&mut self, ctx: &Ctx, how: How, kind: GKind, src: ArgSrc) -> Step<u32> {
         let owned: Option<Vec<Val>> = match src {
             ArgSrc::Tuple(v) => self.tuples.complete(&v).map(<[Val]>::to_vec),
             ArgSrc::Stack(a, b) => Some(self.stack[a..b].to_vec()),
