@@ -171,8 +171,8 @@ def test_pandas_frame_larger_than_the_memo_budget():
 
 
 def test_pandas_object_column_with_more_calls_than_max_facts():
-    """An object column pickles one call per value (here 1.1 M `datetime.date(b'...')`, past the kernel's 1 M facts):
-    compact facts group them, so the frame is scanned to its end and raises nothing."""
+    """An object column pickles one call per value (here 1.1 M `datetime.date(b'...')`, far past the kernel's fact
+    limit): compact facts group them, so the frame is scanned to its end and raises nothing."""
     pd = pytest.importorskip("pandas")
     start = datetime.date(2000, 1, 1)
     frame = pd.DataFrame({"day": [start + datetime.timedelta(days=i % 9000) for i in range(1_100_000)]})
@@ -234,9 +234,15 @@ def test_sklearn_hist_gboost_categorical():
 # ---------------------------------------------------------------------------------------------- joblib
 
 @pytest.mark.parametrize("compress", [0, 3])
-def test_joblib_dump(fitted, tmp_path, compress):
-    """joblib writes raw array bytes between the pickle opcodes (zlib-compressed with compress=3)."""
+@pytest.mark.parametrize("name", ["pipeline", "forest", "gboost", "hist_gboost", "kmeans", pytest.param(
+    "column_transformer", marks=pytest.mark.xfail(strict=True, reason=(
+        "known false positive (issue 2): the pickle.load reading of a joblib file with object arrays runs their "
+        "nested pickles' bytes as opcodes and meets a computed STACK_GLOBAL (pickle-stack-global-opaque)")))])
+def test_joblib_dump(fitted, tmp_path, name, compress):
+    """joblib writes raw array bytes between the pickle opcodes (zlib-compressed with compress=3). A fitted
+    HistGradientBoosting model holds a numpy Generator, whose BUILD goes through ``__setstate__``: it was once
+    read as "may turn into an array wrapper" and reported."""
     joblib = pytest.importorskip("joblib")
-    path = tmp_path / f"pipeline-{compress}.joblib"
-    joblib.dump(fitted["pipeline"], path, compress=compress)
+    path = tmp_path / f"{name}-{compress}.joblib"
+    joblib.dump(fitted[name], path, compress=compress)
     assert_clean(mlguard.scan_file(path))

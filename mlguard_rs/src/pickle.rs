@@ -1051,6 +1051,9 @@ enum GKind {
     NewObjEx,
     /// `builtins.object`.
     Object,
+    /// numpy's random-generator constructors (`numpy.random._pickle`): their objects define
+    /// `__setstate__`, so a BUILD on one never sets attributes (nor `__class__`).
+    SetState,
 }
 
 const KNOWN_GLOBALS: &[(&str, GKind)] = &[
@@ -1066,6 +1069,9 @@ const KNOWN_GLOBALS: &[(&str, GKind)] = &[
     ("copyreg.__newobj__", GKind::NewObj),
     ("copyreg.__newobj_ex__", GKind::NewObjEx),
     ("builtins.object", GKind::Object),
+    ("numpy.random._pickle.__bit_generator_ctor", GKind::SetState),
+    ("numpy.random._pickle.__generator_ctor", GKind::SetState),
+    ("numpy.random._pickle.__randomstate_ctor", GKind::SetState),
 ];
 
 /// What `find_class(module, name)` returns, for the few globals the joblib model needs.
@@ -2414,7 +2420,7 @@ impl<'a> Machine<'a> {
             _ => return Ok(NO_OBJ),
         };
         let kind = ctx.gkind.get(g).copied().unwrap_or(GKind::Other);
-        if matches!(kind, GKind::Other | GKind::Object) {
+        if matches!(kind, GKind::Other | GKind::Object | GKind::SetState) {
             return Ok(NO_OBJ);
         }
         self.instantiate_kind(ctx, how, kind, src)
@@ -2574,6 +2580,11 @@ impl<'a> Machine<'a> {
     /// its array, read from the file (raw bytes, or a nested pickle for object arrays).
     fn joblib_build(&mut self, ctx: &mut Ctx, at: usize, state: &Val) -> Step<()> {
         let obj = match self.stack.last() {
+            Some(Val::Result { target, .. })
+                if ctx.gkind.get(*target as usize) == Some(&GKind::SetState) =>
+            {
+                return Ok(()); // its __setstate__ takes the state: it stays what it is
+            }
             Some(Val::Result { obj, .. }) => *obj,
             Some(Val::Unknown) => MAYBE_OBJ,
             Some(Val::Global(_)) => {

@@ -73,7 +73,7 @@ _NO_OBJ = None       # a result that is neither tracked nor possibly a wrapper
 _MAYBE_OBJ = -1      # a result that might be a joblib wrapper
 
 # global kinds (pickle.rs GKind)
-_G_OTHER, _G_WRAPPER, _G_DTYPE, _G_RECONSTRUCTOR, _G_NEWOBJ, _G_NEWOBJ_EX, _G_OBJECT = range(7)
+_G_OTHER, _G_WRAPPER, _G_DTYPE, _G_RECONSTRUCTOR, _G_NEWOBJ, _G_NEWOBJ_EX, _G_OBJECT, _G_SETSTATE = range(8)
 _KNOWN_GLOBALS = (
     ("joblib.numpy_pickle.NumpyArrayWrapper", _G_WRAPPER),
     ("sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper", _G_WRAPPER),
@@ -84,6 +84,11 @@ _KNOWN_GLOBALS = (
     ("copyreg.__newobj__", _G_NEWOBJ),
     ("copyreg.__newobj_ex__", _G_NEWOBJ_EX),
     ("builtins.object", _G_OBJECT),
+    # numpy's random-generator constructors: their objects define __setstate__, so a BUILD on one never sets
+    # attributes (nor __class__)
+    ("numpy.random._pickle.__bit_generator_ctor", _G_SETSTATE),
+    ("numpy.random._pickle.__generator_ctor", _G_SETSTATE),
+    ("numpy.random._pickle.__randomstate_ctor", _G_SETSTATE),
 )
 
 _SPACE = b" \t\n\r\x0b\x0c"          # what int(bytes) strips
@@ -742,6 +747,8 @@ class _Machine:
 
     def joblib_build(self, at, state) -> None:
         top = self.stack[-1]
+        if top[0] == _RESULT and top[1] is not None and self.a.gkind[top[1]] == _G_SETSTATE:
+            return  # its __setstate__ takes the state: it stays what it is
         if top[0] == _RESULT:
             obj = top[2]
         elif top[0] == 1:
