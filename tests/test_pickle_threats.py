@@ -333,6 +333,25 @@ def test_joblib_array_bytes_that_plain_pickle_runs_are_found(tmp_path):
     assert hits and hits[0].evidence["module"] == "os"
 
 
+def test_unknown_names_where_pickle_load_misreads_joblib_array_data_are_low(tmp_path):
+    """pickle.load runs joblib's array data as opcodes. For an ordinary file (here an object array's nested
+    pickle) that misreading meets names that mean nothing (``joblib.numpy_pickle.dtype``, called): reported low.
+    The same unknown call, and a computed import, in a plain pickle stay high; a denylisted name in array data
+    keeps its severity (the test above)."""
+    joblib = pytest.importorskip("joblib")
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "a.joblib"
+    joblib.dump({"cats": [np.array(["a", "b"], dtype=object)], "w": np.zeros(2)}, path)
+    found = findings(path.read_bytes(), "a.joblib")
+    assert [(f.rule_id, f.severity, f.evidence["joblib_array_data"]) for f in found] == [
+        ("pickle-unknown-call", Severity.LOW, True)]
+    plain = findings(b"\x80\x04cjoblib.numpy_pickle\ndtype\n)R." + b"cbuiltins\nstr\n(S'os'\ntRS'system'\n\x93.",
+                     "a.pkl")
+    assert sorted((f.rule_id, f.severity, f.evidence.get("joblib_array_data")) for f in plain) == [
+        ("pickle-multiple-streams", Severity.LOW, None), ("pickle-stack-global-opaque", Severity.HIGH, False),
+        ("pickle-unknown-call", Severity.HIGH, False)]
+
+
 def test_the_opcode_limit_is_high_and_names_the_option_that_raises_it(tmp_path):
     """Past the opcode limit the rest is not analysed: reported high, with the `.ml-guard.yml` key that raises
     the limit; with the limit raised, the same benign file is clean."""

@@ -169,14 +169,22 @@ def test_numpy_benign_files_load(tmp_path, guard):
 
 def test_joblib_and_scikit_learn(tmp_path, canary, guard):
     joblib = pytest.importorskip("joblib")
-    from sklearn.ensemble import RandomForestClassifier
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(60, 4)), rng.integers(0, 2, 60)
+    frame = pd.DataFrame({"num": X[:, 0], "color": ["red", "green", "blue"] * 20})
+    # the column transformer's OneHotEncoder keeps object arrays (nested pickles in joblib's file), and the
+    # HistGradientBoosting model a numpy Generator: both were once refused
     models = [make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y),
-              RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)]
+              RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y),
+              HistGradientBoostingClassifier(max_iter=5).fit(X, y)]
+    encoded = make_pipeline(make_column_transformer((OneHotEncoder(), ["color"]), (StandardScaler(), ["num"])),
+                            LogisticRegression()).fit(frame, y)
     for compress in (0, 3):
         for i, model in enumerate(models):
             path = tmp_path / f"m{i}-{compress}.joblib"
@@ -184,6 +192,9 @@ def test_joblib_and_scikit_learn(tmp_path, canary, guard):
             assert (joblib.load(path).predict_proba(X) == model.predict_proba(X)).all()
             with open(path, "rb") as f:
                 assert (joblib.load(f).predict(X) == model.predict(X)).all()
+        path = tmp_path / f"encoded-{compress}.joblib"
+        joblib.dump(encoded, path, compress=compress)
+        assert (joblib.load(path).predict(frame) == encoded.predict(frame)).all()
         bad = tmp_path / f"bad-{compress}.joblib"
         joblib.dump({"weights": np.zeros(4), "hook": Canary(canary)}, bad, compress=compress)
         refused(joblib.load, bad)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import _compat_pickle
+import bisect
 import functools
 from typing import Iterable, Iterator
 
 from .. import engine
-from ..findings import Finding
+from ..findings import Finding, Severity
 from ..record import Record
 from ..rules import load_data
 from ..sniff import Format, sniff_bytes
@@ -182,17 +183,22 @@ class PickleScanner:
         policy = GlobalPolicy.default()
         seen: dict[tuple[str, str], dict] = {}
         embedded: set[tuple[str, int]] = set()
-        for facts in views:
+        array_data = _array_data(views[0])
+        for view, facts in enumerate(views):
             calls_of: dict[int, list[dict]] = {}
             for call in facts["calls"]:
                 if call["target"] is not None:
                     calls_of.setdefault(call["target"], []).append(call)
             for index, g in enumerate(facts["globals"]):
+                misread = view > 0 and _within(array_data, g["offset"])
                 if g["module"] is None or g["name"] is None:
-                    yield ctx.finding(artifact, "pickle-stack-global-opaque",
-                                      f"{g['opcode']} imports a name computed at load time; its target cannot be known",
-                                      offset=g["offset"], evidence={"opcode": g["opcode"], "resolution": g["resolution"]},
-                                      key=f"opaque@{g['offset']}")
+                    yield ctx.finding(
+                        artifact, "pickle-stack-global-opaque",
+                        f"{g['opcode']} imports a name computed at load time; its target cannot be known"
+                        + (_MISREAD if misread else ""),
+                        offset=g["offset"], evidence={"opcode": g["opcode"], "resolution": g["resolution"],
+                                                      "joblib_array_data": misread},
+                        key=f"opaque@{g['offset']}", severity=Severity.LOW if misread else None)
                     continue
                 module, name = policy.normalise(g["module"], g["name"])
                 ctx.imports.add(f"{module}.{name}")
@@ -206,10 +212,11 @@ class PickleScanner:
                 if verdict == "safe" or policy.wraps_only_safe(f"{module}.{name}", calls, facts, data, allowed):
                     continue
                 entry = seen.setdefault((module, name), {"offset": g["offset"], "opcode": g["opcode"], "count": 0,
-                                                         "calls": [], "verdict": verdict,
+                                                         "calls": [], "verdict": verdict, "misread": True,
                                                          "as": f"{g['module']}.{g['name']}"})
                 entry["count"] += g["count"]
                 entry["calls"] += calls
+                entry["misread"] = entry["misread"] and misread
         judged = [(module, name, e, *_rule_of(name, e)) for (module, name), e in seen.items()]
         if len(judged) > MAX_IMPORT_FINDINGS:  # a crafted stream: report the most severe, count the rest
             rank = {rule: _rank(ctx, rule) for rule in {j[3] for j in judged}}
@@ -224,11 +231,15 @@ class PickleScanner:
             called = bool(e["calls"])
             times = f", {e['count']} references" if e["count"] > 1 else ""
             shown = f"{e['as']}({_preview(data, e['calls'][0])})" if called else e["as"]
+            # only where pickle.load misreads joblib's array data: an unknown name there is most likely noise
+            misread = e["misread"] and rule in _MISREAD_LOW
             yield ctx.finding(
-                artifact, rule, f"{'calls' if called else 'imports'} {module}.{name} ({why}{times})",
+                artifact, rule, f"{'calls' if called else 'imports'} {module}.{name} ({why}{times})"
+                + (_MISREAD if misread else ""),
                 offset=e["offset"], snippet=shown,
                 evidence={"module": module, "name": name, "opcode": e["opcode"], "called": called,
-                          "count": e["count"]}, key=f"{module}.{name}")
+                          "count": e["count"], "joblib_array_data": e["misread"]},
+                key=f"{module}.{name}", severity=Severity.LOW if misread else None)
 
     def _embedded(self, artifact: Artifact, ctx: ScanContext, data, callee: str,
                   call: dict) -> Iterable[Finding | None]:
@@ -290,6 +301,28 @@ class PickleScanner:
 @functools.lru_cache(maxsize=16)
 def _limits(max_opcodes: int, max_memo: int, max_facts: int) -> engine.PickleLimits:
     return engine.PickleLimits(max_opcodes=max_opcodes, max_memo=max_memo, max_facts=max_facts)
+
+
+# The pickle.load reading of a joblib file runs the bytes joblib reads as array data (raw bytes, object arrays'
+# nested pickles) as opcodes. In ordinary files that misreading meets unknown or computed names; those are
+# reported low there. Denylisted names (and dotted traversal) keep their severity.
+_MISREAD = " (where pickle.load reads joblib's array data as opcodes)"
+_MISREAD_LOW = frozenset({"pickle-unknown-call", "pickle-unknown-global"})
+
+
+def _array_data(facts: dict) -> tuple[list[int], list[int]]:
+    """The byte ranges joblib reads as array data (raw array bytes, object arrays' nested pickles), which do
+    not overlap: their starts in order, and their ends."""
+    spans = [(s["offset"], s["offset"] + s["length"]) for s in facts["raw_spans"]]
+    spans += [(p["start"], p["end"]) for p in facts["pickles"] if p["parent"] is not None and p["end"]]
+    spans.sort()
+    return [start for start, _ in spans], [end for _, end in spans]
+
+
+def _within(ranges: tuple[list[int], list[int]], offset: int) -> bool:
+    starts, ends = ranges
+    i = bisect.bisect_right(starts, offset) - 1
+    return i >= 0 and offset < ends[i]
 
 
 def _grouped_arguments(facts: dict) -> bool:
