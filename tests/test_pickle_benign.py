@@ -234,6 +234,20 @@ def test_sklearn_hist_gboost_categorical():
 # ---------------------------------------------------------------------------------------------- joblib
 
 @pytest.mark.parametrize("compress", [0, 3])
+def test_joblib_dump_of_pandas(tmp_path, compress):
+    """pandas objects saved with joblib: string and categorical columns are rebuilt by Cython's
+    ``__pyx_unpickle_*`` functions, then BUILD goes through ``__setstate__`` (once read as "may turn into an
+    array wrapper" and reported as a parse error)."""
+    joblib = pytest.importorskip("joblib")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"n": [1, 2], "s": ["x", "y"], "c": pd.Categorical(["u", "v"]),
+                          "t": pd.to_datetime(["2024-01-01", "2024-02-01"])})
+    path = tmp_path / f"frame-{compress}.joblib"
+    joblib.dump({"frame": frame, "labels": pd.Series(["a", "b", "a"], dtype="category")}, path, compress=compress)
+    assert_clean(mlguard.scan_file(path))
+
+
+@pytest.mark.parametrize("compress", [0, 3])
 @pytest.mark.parametrize("name", ["pipeline", "forest", "gboost", "hist_gboost", "kmeans", "column_transformer"])
 def test_joblib_dump(fitted, tmp_path, name, compress):
     """joblib writes raw array bytes between the pickle opcodes (zlib-compressed with compress=3). Two shapes were

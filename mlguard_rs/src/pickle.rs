@@ -1051,7 +1051,8 @@ enum GKind {
     NewObjEx,
     /// `builtins.object`.
     Object,
-    /// numpy's random-generator constructors (`numpy.random._pickle`): their objects define
+    /// numpy's random-generator constructors (`numpy.random._pickle`) and Cython's
+    /// `__pyx_unpickle_*` functions of numpy, pandas, scikit-learn and SciPy: their objects define
     /// `__setstate__`, so a BUILD on one never sets attributes (nor `__class__`).
     SetState,
 }
@@ -1109,7 +1110,19 @@ fn classify_global(module: &Text, name: &Text, protocol: u8, truncated: bool) ->
             return kind;
         }
     }
+    if is_cython_unpickle(m, n) {
+        return GKind::SetState;
+    }
     GKind::Other
+}
+
+/// Cython's pickle support in numpy, pandas, scikit-learn or SciPy (`__pyx_unpickle_<Class>`): it
+/// makes an object of a Cython class (or a subclass), whose `__setstate__` takes a BUILD's state.
+fn is_cython_unpickle(module: &str, name: &str) -> bool {
+    let package = module.split('.').next().unwrap_or("");
+    name.starts_with("__pyx_unpickle_")
+        && !name.contains('.')
+        && matches!(package, "numpy" | "pandas" | "sklearn" | "scipy")
 }
 
 /// Attributes a dict sets on a joblib wrapper, as far as known.

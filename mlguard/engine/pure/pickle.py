@@ -84,8 +84,9 @@ _KNOWN_GLOBALS = (
     ("copyreg.__newobj__", _G_NEWOBJ),
     ("copyreg.__newobj_ex__", _G_NEWOBJ_EX),
     ("builtins.object", _G_OBJECT),
-    # numpy's random-generator constructors: their objects define __setstate__, so a BUILD on one never sets
-    # attributes (nor __class__)
+    # numpy's random-generator constructors (and, in classify_global, Cython's __pyx_unpickle_* of numpy, pandas,
+    # scikit-learn and SciPy): their objects define __setstate__, so a BUILD on one never sets attributes (nor
+    # __class__)
     ("numpy.random._pickle.__bit_generator_ctor", _G_SETSTATE),
     ("numpy.random._pickle.__generator_ctor", _G_SETSTATE),
     ("numpy.random._pickle.__randomstate_ctor", _G_SETSTATE),
@@ -270,6 +271,9 @@ def classify_global(module: str, name: str, protocol: int, truncated: bool) -> i
             head, _, tail = full.rpartition(".")
             if head == module and tail == name:
                 return kind
+    if (name.startswith("__pyx_unpickle_") and "." not in name
+            and module.split(".")[0] in ("numpy", "pandas", "sklearn", "scipy")):
+        return _G_SETSTATE  # Cython's pickle support: an object of a Cython class, with __setstate__
     return _G_OTHER
 
 
