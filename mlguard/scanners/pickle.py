@@ -183,7 +183,7 @@ class PickleScanner:
         policy = GlobalPolicy.default()
         seen: dict[tuple[str, str], dict] = {}
         embedded: set[tuple[str, int]] = set()
-        array_data = _array_data(views[0])
+        array_data = _array_data(views[0]) if len(views) > 1 else ([], [])  # (only a second view misreads)
         for view, facts in enumerate(views):
             calls_of: dict[int, list[dict]] = {}
             for call in facts["calls"]:
