@@ -1873,7 +1873,8 @@ struct Machine<'a> {
     max_stack: usize,
     max_memo: usize,
     /// Facts were recorded by the current opcode: check `max_facts` after it. Set at the start,
-    /// too: the STOP of the pickle before may have recorded a frame violation unchecked.
+    /// too (checked after the first opcode): the STOP of the pickle before may have recorded a
+    /// frame violation unchecked.
     check_facts: bool,
     /// Compact mode: index in `facts.calls` of this pickle's group of argument-less calls
     /// whose target is not a global, per call opcode (NO_GROUP if none yet).
@@ -1885,7 +1886,8 @@ struct Machine<'a> {
     /// Opcodes executed in this pickle; `ctx.total` is `total_base + ops`.
     ops: u64,
     total_base: u64,
-    /// `ops` value at which the opcode budget is checked again.
+    /// `ops` value at which the checks are due again: the limits reached by the opcode before
+    /// (the stack, the facts) and the opcode budget (see `schedule_checks`).
     next_check: u64,
 }
 
@@ -1982,6 +1984,11 @@ impl<'a> Machine<'a> {
     /// Execute opcodes until the pickle ends: (status, error, offset where it stopped).
     fn run_opcodes(&mut self, ctx: &mut Ctx) -> (Status, Option<ErrorCode>, Option<usize>) {
         loop {
+            if self.ops >= self.next_check {
+                if let Some(end) = self.checks(ctx) {
+                    return end;
+                }
+            }
             if self.pos >= self.avail && !self.next_opcode_available() {
                 return (
                     Status::Truncated,
@@ -1993,21 +2000,6 @@ impl<'a> Machine<'a> {
             debug_assert!(at < self.avail && self.avail <= self.data.len());
             // SAFETY: at < avail <= data.len() (checked just above; see `avail`).
             let code = unsafe { *self.data.get_unchecked(at) };
-            if self.ops >= self.next_check {
-                if !VALID[code as usize] {
-                    // (an invalid byte is reported before the budget; elsewhere exec_rare finds it)
-                    return (Status::Error, Some(ErrorCode::InvalidOpcode), Some(at));
-                }
-                // Every CHECK_EVERY opcodes (and after a nested pickle): the opcode budget,
-                // shared by all pickles, and the progress hook.
-                let total = self.total_base + self.ops;
-                if total >= ctx.limits.max_opcodes {
-                    ctx.facts.limit = Some(LimitKind::Opcodes);
-                    return (Status::Limit, None, Some(at));
-                }
-                self.next_check = self.ops + (ctx.limits.max_opcodes - total).min(CHECK_EVERY);
-                ctx.progress(at);
-            }
             self.ops += 1;
             ctx.facts.opcode_counts[code as usize] += 1;
             self.pos = at + 1;
@@ -2025,20 +2017,68 @@ impl<'a> Machine<'a> {
                 }
                 Err(Halt::Nested(status, error, offset)) => return (status, error, offset),
             }
-            // Limits are checked after each opcode, in this order: stack, facts (when some were
-            // recorded); the memo's (crafted streams only) in memo_put, the only place it grows.
+        }
+    }
+
+    /// The checks due before the next opcode (see `next_check`), in this order: the limits
+    /// the opcode before (at `cur`) may have reached, the stack's then the facts' (when it
+    /// recorded some; the memo's is checked in memo_put, the only place it grows); the end of
+    /// the data; an invalid opcode; the opcode budget, shared by all pickles. Then the
+    /// progress hook. `Some` ends the pickle.
+    #[cold]
+    #[inline(never)]
+    fn checks(&mut self, ctx: &mut Ctx) -> Option<(Status, Option<ErrorCode>, Option<usize>)> {
+        if self.ops > 0 {
+            let mut limit = None;
             if self.stack.len() + self.marks.len() > self.max_stack {
-                ctx.facts.limit = Some(LimitKind::Stack);
-                return (Status::Limit, None, Some(at));
-            }
-            if self.check_facts {
+                limit = Some(LimitKind::Stack);
+            } else if self.check_facts {
                 self.check_facts = false;
                 if ctx.recorded + self.violations.len() as u64 > ctx.limits.max_facts {
-                    ctx.facts.limit = Some(LimitKind::Facts);
-                    return (Status::Limit, None, Some(at));
+                    limit = Some(LimitKind::Facts);
                 }
             }
+            if limit.is_some() {
+                ctx.facts.limit = limit;
+                return Some((Status::Limit, None, Some(self.cur)));
+            }
         }
+        if self.pos >= self.avail && !self.next_opcode_available() {
+            return None; // (run_opcodes reports it)
+        }
+        let at = self.pos;
+        if !VALID[self.data[at] as usize] {
+            // (an invalid byte is reported before the budget; elsewhere exec_rare finds it)
+            return Some((Status::Error, Some(ErrorCode::InvalidOpcode), Some(at)));
+        }
+        let total = self.total_base + self.ops;
+        if total >= ctx.limits.max_opcodes {
+            ctx.facts.limit = Some(LimitKind::Opcodes);
+            return Some((Status::Limit, None, Some(at)));
+        }
+        self.schedule_checks(ctx, total);
+        ctx.progress(at);
+        None
+    }
+
+    /// When the checks are next due: at the latest when the opcode budget runs out, after
+    /// CHECK_EVERY opcodes, or after the first opcode that could take the stack past its limit.
+    /// No opcode adds more than one item or mark, so that is the one after `max_stack - used`
+    /// more. Recording a fact makes them due after the current opcode (`facts_recorded`).
+    fn schedule_checks(&mut self, ctx: &Ctx, total: u64) {
+        let used = self.stack.len() + self.marks.len();
+        let headroom = (self.max_stack.saturating_sub(used) as u64).saturating_add(1);
+        let wait = (ctx.limits.max_opcodes - total)
+            .min(CHECK_EVERY)
+            .min(headroom);
+        self.next_check = self.ops + if self.check_facts { 1 } else { wait };
+    }
+
+    /// The current opcode recorded facts: `max_facts` is checked after it.
+    #[inline(always)]
+    fn facts_recorded(&mut self) {
+        self.check_facts = true;
+        self.next_check = self.ops;
     }
 
     // -- framing and reading ----------------------------------------------------------
@@ -2068,7 +2108,7 @@ impl<'a> Machine<'a> {
 
     fn violation(&mut self, offset: usize, kind: FrameViolationKind) {
         self.violations.push(FrameViolation { offset, kind });
-        self.check_facts = true;
+        self.facts_recorded();
     }
 
     /// A read from `pos` crosses the end of the current frame: record it, drop the frame.
@@ -2311,7 +2351,7 @@ impl<'a> Machine<'a> {
             ctx.call_groups.push([NO_GROUP; CALL_SLOTS]);
         }
         ctx.recorded += 1;
-        self.check_facts = true;
+        self.facts_recorded();
         u32::try_from(ctx.facts.globals.len() - 1).unwrap_or(NO_GLOBAL)
     }
 
@@ -2348,7 +2388,7 @@ impl<'a> Machine<'a> {
         }
         // A fact recorded counts toward max_facts (in compact mode a group counts once).
         ctx.recorded += 1;
-        self.check_facts = true;
+        self.facts_recorded();
         let args = args(self);
         ctx.facts.calls.push(CallFact {
             pickle: self.index,
@@ -2375,7 +2415,7 @@ impl<'a> Machine<'a> {
             }
         }
         ctx.recorded += 1;
-        self.check_facts = true;
+        self.facts_recorded();
         ctx.facts.persistent_ids.push(PersIdFact {
             pickle: self.index,
             offset: at,
@@ -2702,8 +2742,7 @@ impl<'a> Machine<'a> {
             ctx.total = self.total_base + self.ops;
             let (end, fp) = run_pickle(self.data, start, Some(self.index), false, ctx);
             self.total_base = ctx.total - self.ops;
-            self.next_check = self.ops;
-            self.check_facts = true;
+            self.facts_recorded();
             if end.is_none() {
                 let child = &ctx.facts.pickles[ctx.facts.pickles.len() - 1];
                 return Err(Halt::Nested(child.status, child.error, child.error_offset));
@@ -2736,7 +2775,7 @@ impl<'a> Machine<'a> {
             padding,
         });
         ctx.recorded += 1;
-        self.check_facts = true;
+        self.facts_recorded();
         self.set_file_pos(start + length);
         Ok(())
     }
@@ -3231,7 +3270,7 @@ impl<'a> Machine<'a> {
                     code: ext_code,
                 });
                 ctx.recorded += 1;
-                self.check_facts = true;
+                self.facts_recorded();
                 self.stack.push(Val::Unknown);
             }
             OBJ => {
