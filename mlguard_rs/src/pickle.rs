@@ -2004,8 +2004,14 @@ impl<'a> Machine<'a> {
             ctx.facts.opcode_counts[code as usize] += 1;
             self.pos = at + 1;
             self.cur = at;
+            #[cfg(debug_assertions)]
+            let used = self.stack.len() + self.marks.len();
             match self.exec(code, at, ctx) {
-                Ok(Flow::Continue) => {}
+                Ok(Flow::Continue) => {
+                    // (schedule_checks relies on it)
+                    #[cfg(debug_assertions)]
+                    debug_assert!(self.stack.len() + self.marks.len() <= used + 1);
+                }
                 Ok(Flow::Stop) => return (Status::Stop, None, None),
                 Err(Halt::Truncated) => {
                     return (Status::Truncated, Some(ErrorCode::Truncated), Some(at))
