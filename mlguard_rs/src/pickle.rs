@@ -1883,12 +1883,14 @@ struct Machine<'a> {
     persid_groups: [u32; 2],
     /// Compact mode: index in `facts.globals` of this pickle's group of each distinct import.
     global_groups: HashMap<GlobalKey, u32>,
-    /// Opcodes executed in this pickle; `ctx.total` is `total_base + ops`.
-    ops: u64,
+    /// Opcodes to execute before the checks are due again (the limits the opcode before
+    /// reached: stack, facts; the opcode budget): see `schedule_checks`. A count down, so
+    /// that the loop pays one decrement per opcode.
+    left: u64,
+    /// Opcodes executed in this pickle when `left` reaches 0: `ops()` is `ops_due - left`.
+    ops_due: u64,
+    /// `ctx.total` is `total_base + ops()`.
     total_base: u64,
-    /// `ops` value at which the checks are due again: the limits reached by the opcode before
-    /// (the stack, the facts) and the opcode budget (see `schedule_checks`).
-    next_check: u64,
 }
 
 impl<'a> Machine<'a> {
@@ -1945,9 +1947,9 @@ impl<'a> Machine<'a> {
             untargeted_groups: [NO_GROUP; CALL_SLOTS],
             persid_groups: [NO_GROUP; 2],
             global_groups: HashMap::new(),
-            ops: 0,
             total_base: 0,
-            next_check: 0,
+            left: 0,
+            ops_due: 0,
         }
     }
 
@@ -1955,8 +1957,8 @@ impl<'a> Machine<'a> {
         let start = self.pos;
         self.total_base = ctx.total;
         let (status, error, error_offset) = self.run_opcodes(ctx);
-        ctx.total = self.total_base + self.ops;
-        let opcodes = self.ops;
+        let opcodes = self.ops();
+        ctx.total = self.total_base + opcodes;
         let (end, frame_end) = match status {
             Status::Stop => {
                 let fp = self.file_pos();
@@ -1984,7 +1986,7 @@ impl<'a> Machine<'a> {
     /// Execute opcodes until the pickle ends: (status, error, offset where it stopped).
     fn run_opcodes(&mut self, ctx: &mut Ctx) -> (Status, Option<ErrorCode>, Option<usize>) {
         loop {
-            if self.ops >= self.next_check {
+            if self.left == 0 {
                 if let Some(end) = self.checks(ctx) {
                     return end;
                 }
@@ -2000,7 +2002,7 @@ impl<'a> Machine<'a> {
             debug_assert!(at < self.avail && self.avail <= self.data.len());
             // SAFETY: at < avail <= data.len() (checked just above; see `avail`).
             let code = unsafe { *self.data.get_unchecked(at) };
-            self.ops += 1;
+            self.left -= 1;
             ctx.facts.opcode_counts[code as usize] += 1;
             self.pos = at + 1;
             self.cur = at;
@@ -2026,7 +2028,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// The checks due before the next opcode (see `next_check`), in this order: the limits
+    /// The checks due before the next opcode (see `left`), in this order: the limits
     /// the opcode before (at `cur`) may have reached, the stack's then the facts' (when it
     /// recorded some; the memo's is checked in memo_put, the only place it grows); the end of
     /// the data; an invalid opcode; the opcode budget, shared by all pickles. Then the
@@ -2034,7 +2036,7 @@ impl<'a> Machine<'a> {
     #[cold]
     #[inline(never)]
     fn checks(&mut self, ctx: &mut Ctx) -> Option<(Status, Option<ErrorCode>, Option<usize>)> {
-        if self.ops > 0 {
+        if self.ops() > 0 {
             let mut limit = None;
             if self.stack.len() + self.marks.len() > self.max_stack {
                 limit = Some(LimitKind::Stack);
@@ -2057,7 +2059,7 @@ impl<'a> Machine<'a> {
             // (an invalid byte is reported before the budget; elsewhere exec_rare finds it)
             return Some((Status::Error, Some(ErrorCode::InvalidOpcode), Some(at)));
         }
-        let total = self.total_base + self.ops;
+        let total = self.total_base + self.ops();
         if total >= ctx.limits.max_opcodes {
             ctx.facts.limit = Some(LimitKind::Opcodes);
             return Some((Status::Limit, None, Some(at)));
@@ -2077,14 +2079,23 @@ impl<'a> Machine<'a> {
         let wait = (ctx.limits.max_opcodes - total)
             .min(CHECK_EVERY)
             .min(headroom);
-        self.next_check = self.ops + if self.check_facts { 1 } else { wait };
+        let ops = self.ops();
+        self.left = if self.check_facts { 1 } else { wait };
+        self.ops_due = ops + self.left;
+    }
+
+    /// Opcodes executed in this pickle.
+    #[inline(always)]
+    fn ops(&self) -> u64 {
+        self.ops_due - self.left
     }
 
     /// The current opcode recorded facts: `max_facts` is checked after it.
     #[inline(always)]
     fn facts_recorded(&mut self) {
         self.check_facts = true;
-        self.next_check = self.ops;
+        self.ops_due -= self.left;
+        self.left = 0;
     }
 
     // -- framing and reading ----------------------------------------------------------
@@ -2745,9 +2756,9 @@ impl<'a> Machine<'a> {
             if ctx.facts.pickles.len() as u64 >= ctx.limits.max_pickles {
                 return Err(Halt::Limit(LimitKind::Pickles));
             }
-            ctx.total = self.total_base + self.ops;
+            ctx.total = self.total_base + self.ops();
             let (end, fp) = run_pickle(self.data, start, Some(self.index), false, ctx);
-            self.total_base = ctx.total - self.ops;
+            self.total_base = ctx.total - self.ops();
             self.facts_recorded();
             if end.is_none() {
                 let child = &ctx.facts.pickles[ctx.facts.pickles.len() - 1];
@@ -3308,7 +3319,7 @@ impl<'a> Machine<'a> {
             }
             _ => {
                 // not an opcode: not executed, so not counted (the loop counted it before `exec`)
-                self.ops -= 1;
+                self.left += 1;
                 ctx.facts.opcode_counts[code as usize] -= 1;
                 return err(ErrorCode::InvalidOpcode);
             }
