@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
 use foldhash::quality::RandomState;
 
@@ -324,24 +324,6 @@ impl Entry {
     }
 }
 
-/// A hasher that passes a `u64` through: the keys of [`Names::table`] are already keyed hashes.
-#[derive(Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
 const NONE: u32 = u32::MAX;
 
 /// Whether `raw` holds an ASCII capital letter (a fold without an early exit vectorizes).
@@ -352,17 +334,17 @@ fn has_upper(raw: &[u8]) -> bool {
 /// Groups of equal entry names, exactly or up to ASCII case (torch's miniz lookup ignores it).
 ///
 /// One hash per name with foldhash under a random seed (crafted names cannot aim at
-/// collisions they cannot predict; SipHash was 3x slower here); names whose hashes are equal
-/// are compared, and groups sharing a hash are chained, so a collision costs time, never a
-/// wrong group. Every buffer is kept in [`Scratch`].
+/// collisions they cannot predict; SipHash was 3x slower here), in an open-addressing table of
+/// groups at most half full; names are compared only when their hashes are equal, so a
+/// collision costs time, never a wrong group. Every buffer is kept in [`Scratch`].
 #[derive(Default)]
 struct Names {
     fold: bool,
-    /// Hash -> first group of its chain.
-    table: HashMap<u64, u32, BuildHasherDefault<Identity>>,
-    /// Per group: the entry whose name it is, the next group with the same hash, its size.
+    /// A power-of-two table of groups (NONE: empty), probed linearly from the hash.
+    slots: Vec<u32>,
+    /// Per group: the hash of its name, the entry whose name it is, its size.
+    hashes: Vec<u64>,
     first: Vec<u32>,
-    next: Vec<u32>,
     sizes: Vec<u32>,
     /// Group of each entry, in entry order.
     ids: Vec<u32>,
@@ -390,45 +372,51 @@ impl Names {
         }
     }
 
-    /// The group of `raw` (an entry's name or another key), or None.
-    fn find(&mut self, seed: &RandomState, d: &[u8], entries: &[Entry], raw: &[u8]) -> Option<u32> {
-        let h = Self::hash(self.fold, &mut self.low, seed, raw);
-        let mut g = *self.table.get(&h)?;
-        while g != NONE {
-            if Self::same(self.fold, entries[self.first[g as usize] as usize].raw(d), raw) {
-                return Some(g);
+    /// The slot of `raw` (hash `h`): the one holding its group, or the empty one where it goes.
+    fn probe(&self, d: &[u8], entries: &[Entry], h: u64, raw: &[u8]) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut s = h as usize & mask;
+        loop {
+            let g = self.slots[s];
+            if g == NONE
+                || self.hashes[g as usize] == h
+                    && Self::same(self.fold, entries[self.first[g as usize] as usize].raw(d), raw)
+            {
+                return s;
             }
-            g = self.next[g as usize];
+            s = (s + 1) & mask;
         }
-        None
     }
 
-    /// Group every entry (`ids`, `sizes`): one table probe per entry.
+    /// The group of `raw` (an entry's name or another key), or None.
+    fn find(&mut self, seed: &RandomState, d: &[u8], entries: &[Entry], raw: &[u8]) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let h = Self::hash(self.fold, &mut self.low, seed, raw);
+        let g = self.slots[self.probe(d, entries, h, raw)];
+        (g != NONE).then_some(g)
+    }
+
+    /// Group every entry (`ids`, `sizes`).
     fn build(&mut self, fold: bool, seed: &RandomState, d: &[u8], entries: &[Entry]) {
         self.fold = fold;
-        let Names { table, first, next, sizes, ids, low, .. } = self;
-        ids.reserve(entries.len());
+        self.slots.resize((entries.len() * 2).next_power_of_two().max(16), NONE);
+        self.ids.reserve(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let raw = e.raw(d);
-            let head = table.entry(Self::hash(fold, low, seed, raw)).or_insert(NONE);
-            let (mut g, mut last) = (*head, NONE);
-            while g != NONE && !Self::same(fold, entries[first[g as usize] as usize].raw(d), raw) {
-                last = g;
-                g = next[g as usize];
-            }
+            let h = Self::hash(fold, &mut self.low, seed, raw);
+            let s = self.probe(d, entries, h, raw);
+            let mut g = self.slots[s];
             if g == NONE {
-                g = first.len() as u32;
-                first.push(i as u32);
-                next.push(NONE);
-                sizes.push(0);
-                if last == NONE {
-                    *head = g;
-                } else {
-                    next[last as usize] = g;
-                }
+                g = self.first.len() as u32;
+                self.slots[s] = g;
+                self.hashes.push(h);
+                self.first.push(i as u32);
+                self.sizes.push(0);
             }
-            sizes[g as usize] += 1;
-            ids.push(g);
+            self.sizes[g as usize] += 1;
+            self.ids.push(g);
         }
     }
 
@@ -437,9 +425,9 @@ impl Names {
     }
 
     fn clear(&mut self) {
-        self.table.clear();
+        self.slots.clear();
+        self.hashes.clear();
         self.first.clear();
-        self.next.clear();
         self.sizes.clear();
         self.ids.clear();
     }
@@ -484,11 +472,9 @@ impl Scratch {
         keep(&mut self.member_of);
         for names in [&mut self.exact, &mut self.folded] {
             names.clear();
-            if names.table.capacity().saturating_mul(16) > SCRATCH_KEEP {
-                names.table = HashMap::default();
-            }
+            keep(&mut names.slots);
+            keep(&mut names.hashes);
             keep(&mut names.first);
-            keep(&mut names.next);
             keep(&mut names.sizes);
             keep(&mut names.ids);
             keep(&mut names.low);
