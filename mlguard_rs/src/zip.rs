@@ -193,18 +193,17 @@ pub struct Facts<'a> {
 
 // ------------------------------------------------------------------------------------- helpers
 
+// (one bounds check each, by the slice; callers check the record fits first)
 fn u16_at(d: &[u8], p: usize) -> u16 {
-    u16::from_le_bytes([d[p], d[p + 1]])
+    u16::from_le_bytes(d[p..p + 2].try_into().unwrap_or_default())
 }
 
 fn u32_at(d: &[u8], p: usize) -> u32 {
-    u32::from_le_bytes([d[p], d[p + 1], d[p + 2], d[p + 3]])
+    u32::from_le_bytes(d[p..p + 4].try_into().unwrap_or_default())
 }
 
 fn u64_at(d: &[u8], p: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[p..p + 8]);
-    u64::from_le_bytes(b)
+    u64::from_le_bytes(d[p..p + 8].try_into().unwrap_or_default())
 }
 
 /// `sig` at `off` (any integer), false when it does not fit in `d`.
@@ -612,10 +611,11 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                         errors.push(ZipError { code: "directory-corrupt", offset: Some(p as u64) });
                         break;
                     }
-                    let flags = u16_at(d, p + 8);
-                    let nlen = u16_at(d, p + 28) as usize;
-                    let xlen = u16_at(d, p + 30) as usize;
-                    let clen = u16_at(d, p + 32) as usize;
+                    let h = &d[p..p + 46];
+                    let flags = u16_at(h, 8);
+                    let nlen = u16_at(h, 28) as usize;
+                    let xlen = u16_at(h, 30) as usize;
+                    let clen = u16_at(h, 32) as usize;
                     let stop = p + 46 + nlen + xlen + clen;
                     if stop > cd_stop {
                         errors.push(ZipError { code: "directory-corrupt", offset: Some(p as u64) });
@@ -631,7 +631,7 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                     if flags & FLAG_UTF8 != 0 && !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
                         merrs.push("name-not-utf8");
                     }
-                    let mut values = [u32_at(d, p + 24) as u64, u32_at(d, p + 20) as u64, u32_at(d, p + 42) as u64];
+                    let mut values = [u32_at(h, 24) as u64, u32_at(h, 20) as u64, u32_at(h, 42) as u64];
                     if xlen > 0 {
                         zip64_extra(&d[p + 46 + nlen..p + 46 + nlen + xlen], &mut values, &mut merrs, "extra-corrupt");
                     }
@@ -640,9 +640,9 @@ pub fn analyze<'a>(data: &'a [u8], limits: &Limits, opts: &Options) -> Facts<'a>
                         offset: values[2] as i128 + shift,
                         csize: values[1],
                         usize_: values[0],
-                        crc: u32_at(d, p + 16),
+                        crc: u32_at(h, 16),
                         flags,
-                        method: u16_at(d, p + 10),
+                        method: u16_at(h, 10),
                         errors: (!merrs.is_empty()).then(|| merrs.into_boxed_slice()),
                         duplicate: None,
                         overlap: false,
