@@ -1751,6 +1751,8 @@ impl Scratch {
 
 /// Why an opcode stopped the pickle.
 enum Halt {
+    /// STOP: the pickle ended. (An `Err`, so that the loop's usual path tests no flag.)
+    Stop,
     Truncated,
     Error(ErrorCode),
     Limit(LimitKind),
@@ -1762,11 +1764,6 @@ type Step<T> = Result<T, Halt>;
 
 fn err<T>(code: ErrorCode) -> Step<T> {
     Err(Halt::Error(code))
-}
-
-enum Flow {
-    Continue,
-    Stop,
 }
 
 /// State shared by the pickles of one analysis.
@@ -2009,12 +2006,12 @@ impl<'a> Machine<'a> {
             #[cfg(debug_assertions)]
             let used = self.stack.len() + self.marks.len();
             match self.exec(code, at, ctx) {
-                Ok(Flow::Continue) => {
+                Ok(()) => {
                     // (schedule_checks relies on it)
                     #[cfg(debug_assertions)]
                     debug_assert!(self.stack.len() + self.marks.len() <= used + 1);
                 }
-                Ok(Flow::Stop) => return (Status::Stop, None, None),
+                Err(Halt::Stop) => return (Status::Stop, None, None),
                 Err(Halt::Truncated) => {
                     return (Status::Truncated, Some(ErrorCode::Truncated), Some(at))
                 }
@@ -2819,7 +2816,7 @@ impl<'a> Machine<'a> {
     }
 
     #[inline(always)]
-    fn exec(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<Flow> {
+    fn exec(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<()> {
         use op::*;
         match code {
             STOP => {
@@ -2827,7 +2824,7 @@ impl<'a> Machine<'a> {
                 if self.file_pos() > self.pos {
                     self.violation(self.frame_at, FrameViolationKind::FramePastStop);
                 }
-                return Ok(Flow::Stop);
+                return Err(Halt::Stop);
             }
             MARK => self.marks.push(self.stack.len()),
             POP => {
@@ -3057,13 +3054,13 @@ impl<'a> Machine<'a> {
             }
             _ => return self.exec_rare(code, at, ctx),
         }
-        Ok(Flow::Continue)
+        Ok(())
     }
 
     /// The opcodes ordinary model files use rarely (text forms, frames, extension codes, ...),
     /// out of [`Machine::exec`] so that its hot loop stays small.
     #[inline(never)]
-    fn exec_rare(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<Flow> {
+    fn exec_rare(&mut self, code: u8, at: usize, ctx: &mut Ctx) -> Step<()> {
         use op::*;
         match code {
             PROTO => {
@@ -3324,7 +3321,7 @@ impl<'a> Machine<'a> {
                 return err(ErrorCode::InvalidOpcode);
             }
         }
-        Ok(Flow::Continue)
+        Ok(())
     }
 }
 
