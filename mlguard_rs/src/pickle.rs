@@ -3001,18 +3001,6 @@ impl<'a> Machine<'a> {
             }
 
             // -- calls -----------------------------------------------------------------
-            REDUCE => {
-                self.need(2)?;
-                let args = self.stack.pop().unwrap_or(Val::Other);
-                let callable = self.stack.last().copied().unwrap_or(Val::Other);
-                let target = match callable {
-                    Val::Global(g) => g,
-                    _ => NO_GLOBAL,
-                };
-                self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
-                let obj = self.instantiate(ctx, How::Call, callable, ArgSrc::Tuple(args))?;
-                self.set_top(Val::Result { target, obj })?;
-            }
             BUILD => {
                 self.need(2)?;
                 let state = self.stack.pop().unwrap_or(Val::Other);
@@ -3028,21 +3016,26 @@ impl<'a> Machine<'a> {
                     self.joblib_build(ctx, at, &state)?;
                 }
             }
-            NEWOBJ | NEWOBJ_EX => {
-                let n = if code == NEWOBJ { 2 } else { 3 };
+            // (REDUCE calls the callable with the tuple; NEWOBJ / NEWOBJ_EX call cls.__new__)
+            REDUCE | NEWOBJ | NEWOBJ_EX => {
+                let n = if code == NEWOBJ_EX { 3 } else { 2 };
                 self.need(n)?;
                 if code == NEWOBJ_EX {
                     self.stack.pop();
                 }
                 let args = self.stack.pop().unwrap_or(Val::Other);
-                let cls = self.stack.last().copied().unwrap_or(Val::Other);
-                let target = match cls {
+                let callee = self.stack.last().copied().unwrap_or(Val::Other);
+                let target = match callee {
                     Val::Global(g) => g,
                     _ => NO_GLOBAL,
                 };
                 self.add_call(ctx, at, code, Some(target), |s| s.tuples.args(&args));
-                let how = if code == NEWOBJ { How::New } else { How::NewEx };
-                let obj = self.instantiate(ctx, how, cls, ArgSrc::Tuple(args))?;
+                let how = match code {
+                    REDUCE => How::Call,
+                    NEWOBJ => How::New,
+                    _ => How::NewEx,
+                };
+                let obj = self.instantiate(ctx, how, callee, ArgSrc::Tuple(args))?;
                 self.set_top(Val::Result { target, obj })?;
             }
 
